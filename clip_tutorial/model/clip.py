@@ -1,0 +1,160 @@
+"""The whole CLIP model: two towers, one joint space, a learnable temperature.
+
+Explained in Chapter 1.3 (the idea) and Chapter 2 (every piece).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import CLIPConfig
+from .transformer import LayerNorm, Transformer, causal_mask
+from .vision import VisionTransformer
+
+__all__ = ["CLIP", "CLIPOutput", "MAX_LOGIT_SCALE"]
+
+#: CLIP clamps the learned logit scale so that it never exceeds 100 (a temperature of 0.01).
+MAX_LOGIT_SCALE = 100.0
+
+
+class CLIPOutput(tuple):
+    """``(logits_per_image, logits_per_text)``: a plain tuple with named fields for readability."""
+
+    def __new__(cls, logits_per_image: torch.Tensor, logits_per_text: torch.Tensor) -> "CLIPOutput":
+        return super().__new__(cls, (logits_per_image, logits_per_text))
+
+    @property
+    def logits_per_image(self) -> torch.Tensor:
+        """(images, texts): scaled cosine similarity of each image with each text."""
+        return self[0]
+
+    @property
+    def logits_per_text(self) -> torch.Tensor:
+        """(texts, images): the transpose of :attr:`logits_per_image`."""
+        return self[1]
+
+
+class CLIP(nn.Module):
+    """Contrastive Language-Image Pre-training, with the layout and parameter names of OpenAI's model.
+
+    Args:
+        config: the sizes, a :class:`~clip_tutorial.model.config.CLIPConfig`.
+
+    The image tower is a :class:`~clip_tutorial.model.vision.VisionTransformer`. The text tower is a
+    causal transformer over token embeddings plus learned positions; it is read out at the
+    end-of-text token, normalised by ``ln_final`` and projected by ``text_projection``. The logit
+    scale is stored as ``log(1 / 0.07)`` and clamped at :data:`MAX_LOGIT_SCALE`.
+    """
+
+    def __init__(self, config: CLIPConfig) -> None:
+        super().__init__()
+        if not isinstance(config, CLIPConfig):
+            raise TypeError(f"config: expected a CLIPConfig, got {type(config).__name__}")
+        self.config = config
+        c = config
+        self.visual = VisionTransformer(
+            c.image_resolution, c.vision_patch_size, c.vision_width, c.vision_layers, c.num_vision_heads,
+            c.embed_dim, c.mlp_ratio, c.quick_gelu,
+        )
+        self.token_embedding = nn.Embedding(c.vocab_size, c.transformer_width)
+        self.positional_embedding = nn.Parameter(torch.empty(c.context_length, c.transformer_width))
+        self.transformer = Transformer(c.transformer_width, c.transformer_layers, c.transformer_heads,
+                                       c.mlp_ratio, c.quick_gelu)
+        self.ln_final = LayerNorm(c.transformer_width)
+        self.text_projection = nn.Parameter(torch.empty(c.transformer_width, c.embed_dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        self.register_buffer("attn_mask", causal_mask(c.context_length), persistent=False)
+        self.initialize_parameters()
+
+    def initialize_parameters(self) -> None:
+        """OpenAI's initialisation of the text tower (the vision tower keeps its own)."""
+        nn.init.normal_(self.token_embedding.weight, std=0.02)
+        nn.init.normal_(self.positional_embedding, std=0.01)
+        self.transformer.init_openai_()
+        nn.init.normal_(self.text_projection, std=self.config.transformer_width**-0.5)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the weights (float32 unless the model was cast)."""
+        return self.visual.conv1.weight.dtype
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"images: expected a torch.Tensor of shape (batch, 3, H, W), got {type(images).__name__}")
+        res = self.config.image_resolution
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2:] != (res, res):
+            raise ValueError(
+                f"images: expected shape (batch, 3, {res}, {res}), got {tuple(images.shape)}"
+                + (" (channels last? use images.permute(0, 3, 1, 2))" if images.ndim == 4 and images.shape[-1] == 3 else "")
+            )
+        if not images.is_floating_point():
+            raise TypeError(
+                f"images: expected a floating-point tensor (normalised pixels), got dtype {images.dtype}; "
+                "convert with ShapesWorld.tensors() or images.float() / 255 and normalise"
+            )
+        if images.shape[0] == 0:
+            raise ValueError("images: expected at least one image, got an empty batch")
+
+    def _check_tokens(self, text: torch.Tensor) -> None:
+        if not isinstance(text, torch.Tensor):
+            raise TypeError(f"text: expected a LongTensor of token ids (batch, context_length), got {type(text).__name__}")
+        if text.ndim != 2 or text.shape[0] == 0:
+            raise ValueError(f"text: expected a non-empty 2-D tensor of token ids (batch, tokens), got shape {tuple(text.shape)}")
+        if text.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"text: expected integer token ids (torch.long), got dtype {text.dtype}")
+        if text.shape[1] > self.config.context_length:
+            raise ValueError(
+                f"text: expected at most context_length={self.config.context_length} tokens, got {text.shape[1]}; "
+                "tokenize with truncation"
+            )
+        lo, hi = int(text.min()), int(text.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"text: expected token ids in [0, {self.config.vocab_size}), got values in [{lo}, {hi}]")
+
+    def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Image features (batch, embed_dim) from normalised pixels (batch, 3, H, W).
+
+        Args:
+            images: float pixels already normalised with the dataset mean and std.
+            normalize: L2-normalise the features (the joint-space embedding).
+        """
+        self._check_images(images)
+        features = self.visual(images.to(self.dtype))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Text features (batch, embed_dim) from token ids (batch, tokens), read at the end-of-text token.
+
+        Args:
+            text: token ids, one row per text, padded; see :mod:`clip_tutorial.tokenizer`.
+            normalize: L2-normalise the features (the joint-space embedding).
+        """
+        self._check_tokens(text)
+        length = text.shape[1]
+        x = self.token_embedding(text).to(self.dtype) + self.positional_embedding[:length].to(self.dtype)
+        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        x = self.ln_final(x)
+        if self.config.eot_token_id is None:
+            eot = text.argmax(dim=-1)
+        else:
+            eot = (text == self.config.eot_token_id).int().argmax(dim=-1)
+        features = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def logit_scale_value(self) -> torch.Tensor:
+        """``exp(logit_scale)`` clamped to at most :data:`MAX_LOGIT_SCALE` (1 / temperature)."""
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    def forward(self, images: torch.Tensor, text: torch.Tensor) -> CLIPOutput:
+        """Return ``(logits_per_image, logits_per_text)``: scaled cosine similarities of every pair."""
+        image_features = self.encode_image(images, normalize=True)
+        text_features = self.encode_text(text, normalize=True)
+        logits_per_image = self.logit_scale_value() * image_features @ text_features.t()
+        return CLIPOutput(logits_per_image, logits_per_image.t())
+
+    def num_parameters(self) -> int:
+        """Total number of parameters (works on the meta device too)."""
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,143 @@
+"""A word-level tokenizer for the book's tiny vocabularies.
+
+CLIP itself uses a byte-level BPE over 49,408 ids (Chapter 2.2). Our procedural captions use a few
+dozen words, so one id per word is enough and keeps the text tower small. The conventions are
+CLIP's: every text starts with a start token and ends with an end token, short texts are padded
+with zeros, long texts are truncated so that the end token survives, and the end token has the
+highest id, so pooling "at the largest id" finds it exactly as OpenAI's code does.
+
+Explained in Chapter 1 and, for BPE, Chapter 2.2.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+import torch
+
+__all__ = ["WordTokenizer"]
+
+
+class WordTokenizer:
+    """Map lower-case, whitespace-separated words to ids, CLIP style.
+
+    Ids: ``<pad>`` = 0, ``<unk>`` = 1, the words from 2 on, then ``<start>`` and ``<end>`` last.
+
+    Args:
+        words: the vocabulary (duplicates and order do not matter; it is sorted).
+        context_length: default number of ids per encoded text, start and end tokens included.
+    """
+
+    PAD, UNK, SOT, EOT = "<pad>", "<unk>", "<start>", "<end>"
+
+    def __init__(self, words: Iterable[str], context_length: int = 16) -> None:
+        if isinstance(words, str):
+            raise TypeError("words: expected an iterable of words, got a single str (split it first)")
+        vocab = sorted({w.lower() for w in words})
+        if not vocab:
+            raise ValueError("words: expected at least one word, got an empty vocabulary")
+        bad = [w for w in vocab if not w or any(ch.isspace() for ch in w) or w in (self.PAD, self.UNK, self.SOT, self.EOT)]
+        if bad:
+            raise ValueError(f"words: expected single words without spaces or special tokens, got {bad[:5]}")
+        if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
+            raise ValueError(f"context_length: expected an int >= 2 (room for start and end), got {context_length!r}")
+        self.context_length = context_length
+        self.itos = [self.PAD, self.UNK, *vocab, self.SOT, self.EOT]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, special tokens included."""
+        return len(self.itos)
+
+    @property
+    def pad_id(self) -> int:
+        """Id of the padding token (0)."""
+        return 0
+
+    @property
+    def unk_id(self) -> int:
+        """Id every unknown word maps to."""
+        return 1
+
+    @property
+    def sot_id(self) -> int:
+        """Id of the start-of-text token."""
+        return self.vocab_size - 2
+
+    @property
+    def eot_id(self) -> int:
+        """Id of the end-of-text token, the highest id."""
+        return self.vocab_size - 1
+
+    def split(self, text: str) -> list[str]:
+        """Lower-case ``text`` and split it into words (punctuation other than letters is dropped)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected a str, got {type(text).__name__}")
+        cleaned = "".join(ch if ch.isalnum() or ch.isspace() or ch in "-'" else " " for ch in text.lower())
+        return cleaned.split()
+
+    def encode_one(self, text: str) -> list[int]:
+        """Ids of one text with start and end tokens, no padding or truncation."""
+        return [self.sot_id, *(self.stoi.get(w, self.unk_id) for w in self.split(text)), self.eot_id]
+
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        """Encode text(s) into a LongTensor (batch, context_length), padded with zeros.
+
+        A text longer than the context is truncated and its last id replaced by the end token,
+        as ``open_clip.tokenize`` does, so the text tower still has an end token to read.
+
+        Raises:
+            TypeError: if ``texts`` is not a str or a sequence of str.
+            ValueError: if ``texts`` is empty or ``context_length`` is < 2.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"texts: expected a str or a list of str, got {type(texts).__name__}")
+        if len(texts) == 0:
+            raise ValueError("texts: expected at least one text, got an empty list")
+        length = self.context_length if context_length is None else context_length
+        if isinstance(length, bool) or not isinstance(length, int) or length < 2:
+            raise ValueError(f"context_length: expected an int >= 2, got {length!r}")
+        out = torch.zeros(len(texts), length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            ids = self.encode_one(text)
+            if len(ids) > length:
+                ids = ids[:length]
+                ids[-1] = self.eot_id
+            out[row, : len(ids)] = torch.tensor(ids)
+        return out
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Words of one encoded text, without start, end and padding tokens."""
+        if isinstance(ids, torch.Tensor):
+            if ids.ndim != 1:
+                raise ValueError(f"ids: expected one 1-D sequence of ids, got shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        words = []
+        for i in ids:
+            if not 0 <= int(i) < self.vocab_size:
+                raise ValueError(f"ids: expected ids in [0, {self.vocab_size}), got {i}")
+            if int(i) in (self.pad_id, self.sot_id):
+                continue
+            if int(i) == self.eot_id:
+                break
+            words.append(self.itos[int(i)])
+        return " ".join(words)
+
+    def to_json(self) -> str:
+        """Serialise the vocabulary and context length (saved beside checkpoints)."""
+        return json.dumps({"words": self.itos[2:-2], "context_length": self.context_length})
+
+    @classmethod
+    def from_json(cls, data: str) -> "WordTokenizer":
+        """Rebuild a tokenizer from :meth:`to_json`'s output."""
+        try:
+            obj = json.loads(data)
+            return cls(obj["words"], obj["context_length"])
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"data: expected a JSON tokenizer description with 'words' and 'context_length' ({err})") from err
+
+    def __repr__(self) -> str:
+        return f"WordTokenizer(vocab_size={self.vocab_size}, context_length={self.context_length})"

@@ -1,0 +1,106 @@
+"""Zero-shot classification: class names -> prompts -> class embeddings -> predictions.
+
+Explained in Chapter 1.4 (the idea) and Chapter 5.1 (prompt engineering and ensembling).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .model import CLIP
+
+__all__ = [
+    "DEFAULT_TEMPLATES", "encode_images", "encode_texts", "build_zero_shot_classifier",
+    "zero_shot_predict", "zero_shot_accuracy",
+]
+
+#: The book's zero-shot prompt; ``{}`` is replaced by the class name, e.g. "red circle".
+DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}",)
+
+Tokenizer = Callable[[Sequence[str]], torch.Tensor]
+
+
+def _device_of(model: CLIP) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def encode_images(model: CLIP, images: torch.Tensor, batch_size: int = 512, normalize: bool = True) -> torch.Tensor:
+    """Embed many images in batches, without gradients; returns (N, embed_dim) on the CPU."""
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images: expected a tensor (N, 3, H, W), got {type(images).__name__}")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError(f"images: expected a non-empty (N, 3, H, W) tensor, got shape {tuple(images.shape)}")
+    device, was_training = _device_of(model), model.training
+    model.eval()
+    out = [model.encode_image(images[i: i + batch_size].to(device), normalize=normalize).float().cpu()
+           for i in range(0, images.shape[0], batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_texts(model: CLIP, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 512,
+                 normalize: bool = True) -> torch.Tensor:
+    """Tokenize and embed texts in batches, without gradients; returns (N, embed_dim) on the CPU."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if len(texts) == 0:
+        raise ValueError("texts: expected at least one text, got an empty list")
+    device, was_training = _device_of(model), model.training
+    model.eval()
+    out = []
+    for i in range(0, len(texts), batch_size):
+        tokens = tokenizer(list(texts[i: i + batch_size]))
+        out.append(model.encode_text(tokens.to(device), normalize=normalize).float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def build_zero_shot_classifier(model: CLIP, tokenizer: Tokenizer, classnames: Sequence[str],
+                               templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
+    """Class embeddings (embed_dim, num_classes) from prompts, one column per class.
+
+    Every template is filled with the class name and embedded; the normalised embeddings of one
+    class are averaged and normalised again (prompt ensembling, as in CLIP's paper).
+
+    Raises:
+        ValueError: if there are no class names or no templates, or a template has no ``{}``.
+    """
+    if isinstance(classnames, str) or len(classnames) == 0:
+        raise ValueError(f"classnames: expected a non-empty list of class names, got {classnames!r}")
+    if isinstance(templates, str) or len(templates) == 0:
+        raise ValueError(f"templates: expected a non-empty list of templates containing '{{}}', got {templates!r}")
+    missing = [t for t in templates if "{}" not in t]
+    if missing:
+        raise ValueError(f"templates: expected each template to contain '{{}}' for the class name, got {missing}")
+    prompts = [template.format(name) for name in classnames for template in templates]
+    features = encode_texts(model, tokenizer, prompts).view(len(classnames), len(templates), -1)
+    return F.normalize(features.mean(dim=1), dim=-1).t().contiguous()
+
+
+def _check_classifier(image_features: torch.Tensor, classifier: torch.Tensor) -> None:
+    if classifier.ndim != 2 or classifier.shape[0] != image_features.shape[1]:
+        raise ValueError(
+            f"classifier: expected shape (embed_dim={image_features.shape[1]}, num_classes), got {tuple(classifier.shape)}"
+        )
+
+
+def zero_shot_predict(model: CLIP, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """Predicted class index of each image: the class embedding closest to the image embedding."""
+    image_features = encode_images(model, images)
+    _check_classifier(image_features, classifier)
+    return (image_features @ classifier.float().cpu()).argmax(dim=1)
+
+
+def zero_shot_accuracy(model: CLIP, images: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor) -> float:
+    """Fraction of images whose :func:`zero_shot_predict` equals ``labels``."""
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(
+            f"labels: expected a 1-D tensor with one label per image ({images.shape[0]}), "
+            f"got {getattr(labels, 'shape', type(labels).__name__)}"
+        )
+    predictions = zero_shot_predict(model, images, classifier)
+    return float((predictions == labels.cpu()).float().mean())

@@ -1,0 +1,247 @@
+"""Checks of the book's structure. Fast: no notebook is executed here.
+
+They read the real files (_config.yml, _toc.yml, api.md, the notebooks under chapters/),
+so they fail as soon as the files drift apart.
+"""
+from __future__ import annotations
+
+import importlib.util
+import pkgutil
+import re
+import shlex
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAPTERS = ROOT / "chapters"
+
+
+def _load_setup_cell_tool():
+    spec = importlib.util.spec_from_file_location("_setup_cell_tool", ROOT / "tools" / "setup_cell.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_TOOL = _load_setup_cell_tool()
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+REPOSITORY_URL = CONFIG["repository"]["url"].rstrip("/")
+# The canonical setup cell: one template (tools/setup_cell.py) and the URL from _config.yml.
+SETUP_CELL = _TOOL.SETUP_CELL_TEMPLATE.format(repository_url=REPOSITORY_URL)
+
+NOTEBOOKS = sorted(p for p in CHAPTERS.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+NOTEBOOK_IDS = [str(p.relative_to(ROOT)) for p in NOTEBOOKS]
+
+
+def _toc_files(node) -> list[str]:
+    """Every ``file:`` entry of the table of contents, the root included, in order."""
+    found = []
+    if isinstance(node, dict):
+        for key in ("root", "file"):
+            if key in node:
+                found.append(str(node[key]))
+        for value in node.values():
+            if isinstance(value, (list, dict)):
+                found.extend(_toc_files(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(_toc_files(item))
+    return found
+
+
+TOC_FILES = _toc_files(TOC)
+
+
+def _resolve(entry: str) -> Path | None:
+    """The file a toc entry names (the suffix may be left out, as jupyter-book allows)."""
+    path = ROOT / entry
+    if path.suffix in (".md", ".ipynb") and path.is_file():
+        return path
+    for suffix in (".md", ".ipynb"):
+        candidate = path.with_name(path.name + suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read(path: Path):
+    return nbformat.read(path, as_version=4)
+
+
+def _first_code_cell(nb):
+    return next((cell for cell in nb.cells if cell.cell_type == "code"), None)
+
+
+# -- the table of contents -------------------------------------------------------------
+
+
+def test_toc_is_a_jupyter_book_with_intro_as_root():
+    assert TOC["format"] == "jb-book"
+    assert TOC["root"] == "intro"
+    captions = [part.get("caption") for part in TOC["parts"]]
+    assert captions[0].startswith("Chapter 1")
+    assert "Appendices" in captions
+
+
+def test_toc_has_no_duplicates():
+    assert len(TOC_FILES) == len(set(TOC_FILES))
+
+
+@pytest.mark.parametrize("entry", TOC_FILES)
+def test_every_toc_entry_exists(entry):
+    assert _resolve(entry) is not None, f"_toc.yml lists {entry!r} but there is no {entry}.md or {entry}.ipynb"
+
+
+def test_every_chapter_page_is_in_the_toc():
+    listed = {_resolve(entry) for entry in TOC_FILES}
+    pages = [
+        p
+        for p in CHAPTERS.rglob("*")
+        if p.suffix in (".md", ".ipynb") and ".ipynb_checkpoints" not in p.parts
+    ]
+    missing = sorted(str(p.relative_to(ROOT)) for p in pages if p not in listed)
+    assert not missing, f"pages under chapters/ that _toc.yml does not list: {missing}"
+
+
+def test_chapter_1_notebooks_are_in_reading_order():
+    entries = [e for e in TOC_FILES if e.startswith("chapters/ch1/") and e != "chapters/ch1/index"]
+    assert entries == sorted(entries)
+    assert len(entries) == 7
+
+
+# -- the configuration -----------------------------------------------------------------
+
+
+def test_config_executes_every_notebook_and_fails_on_errors():
+    execute = CONFIG["execute"]
+    assert execute["execute_notebooks"] == "force"
+    assert execute["timeout"] >= 300
+    assert execute["allow_errors"] is False
+    # stderr (progress bars) must not become Sphinx warnings, which --warningiserror fails on
+    assert execute["stderr_output"] in ("show", "remove")
+
+
+def test_config_launch_buttons_and_repository():
+    assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert CONFIG["repository"]["branch"] == "main"
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", REPOSITORY_URL)
+    assert CONFIG["html"]["use_repository_button"] is True
+    assert CONFIG["only_build_toc_files"] is True
+
+
+def test_config_loads_autodoc_and_napoleon():
+    extensions = CONFIG["sphinx"]["extra_extensions"]
+    assert "sphinx.ext.autodoc" in extensions
+    assert "sphinx.ext.napoleon" in extensions
+
+
+# -- the notebooks ---------------------------------------------------------------------
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks under chapters/"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NOTEBOOK_IDS)
+def test_notebook_is_valid(path):
+    nbformat.validate(_read(path))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NOTEBOOK_IDS)
+def test_notebook_has_no_outputs(path):
+    dirty = [
+        index
+        for index, cell in enumerate(_read(path).cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
+    assert not dirty, f"cells {dirty} have stored outputs or execution counts: clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NOTEBOOK_IDS)
+def test_first_code_cell_is_the_setup_cell(path):
+    cell = _first_code_cell(_read(path))
+    assert cell is not None, "the notebook has no code cell"
+    assert cell.source == SETUP_CELL, "the first code cell differs; run: python tools/setup_cell.py --fix"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NOTEBOOK_IDS)
+def test_setup_cell_installs_from_the_configured_repository(path):
+    """The agreement test: the URL in the setup cell's pip line is repository.url of _config.yml."""
+    cell = _first_code_cell(_read(path))
+    assert cell is not None
+    pip_lines = [line.strip() for line in cell.source.splitlines() if line.strip().startswith("%pip install")]
+    assert len(pip_lines) == 1, "the setup cell needs exactly one %pip install line"
+    requirements = [arg for arg in shlex.split(pip_lines[0]) if "git+" in arg]
+    assert len(requirements) == 1
+    url = requirements[0].split("git+", 1)[1]
+    assert url.split("@")[0].rstrip("/") == REPOSITORY_URL
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NOTEBOOK_IDS)
+def test_notebook_starts_with_a_title(path):
+    nb = _read(path)
+    assert nb.cells and nb.cells[0].cell_type == "markdown", "the first cell must be markdown"
+    first_line = nb.cells[0].source.lstrip().splitlines()[0] if nb.cells[0].source.strip() else ""
+    assert re.match(r"# \S", first_line), f"the first cell must open with a level-1 title, got {first_line!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NOTEBOOK_IDS)
+def test_notebook_kernel_is_python3(path):
+    kernelspec = _read(path).metadata.get("kernelspec", {})
+    assert kernelspec.get("name") == "python3"
+    assert kernelspec.get("language", "python") == "python"
+
+
+def test_setup_cell_tool_agrees_with_the_notebooks():
+    assert _TOOL.canonical_setup_cell(ROOT) == SETUP_CELL
+    assert _TOOL.check(NOTEBOOKS, SETUP_CELL) == []
+
+
+# -- the API page ----------------------------------------------------------------------
+
+
+def _public_modules() -> list[str]:
+    spec = importlib.util.find_spec("clip_tutorial")
+    assert spec is not None and spec.submodule_search_locations, "clip_tutorial is not installed"
+    return sorted(
+        f"clip_tutorial.{info.name}"
+        for info in pkgutil.iter_modules(spec.submodule_search_locations)
+        if not info.name.startswith("_")
+    )
+
+
+def test_api_page_documents_every_public_module():
+    text = (ROOT / "api.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\.\. automodule:: (\S+)", text, flags=re.MULTILINE))
+    missing = [name for name in _public_modules() if name not in documented]
+    assert not missing, f"api.md has no automodule for: {missing}"
+
+
+def test_api_page_documents_members():
+    text = (ROOT / "api.md").read_text(encoding="utf-8")
+    blocks = re.split(r"^\.\. automodule:: ", text, flags=re.MULTILINE)[1:]
+    assert blocks
+    for block in blocks:
+        name = block.split()[0]
+        assert ":members:" in block.split("```")[0], f"automodule {name} lacks :members:"
+
+
+# -- pages that repeat the repository URL or the setup cell ----------------------------
+
+_PROSE = [ROOT / "README.md", ROOT / "intro.md", *sorted((ROOT / "chapters").rglob("*.md"))]
+
+
+@pytest.mark.parametrize("path", [p for p in _PROSE if p.is_file()], ids=lambda p: str(p.relative_to(ROOT)))
+def test_repository_urls_in_pages_agree_with_config(path):
+    text = path.read_text(encoding="utf-8")
+    urls = re.findall(r"git clone (\S+)", text) + re.findall(r"git\+(https://[^\s\"'@]+)", text)
+    for url in urls:
+        assert url.removesuffix(".git").rstrip("/") == REPOSITORY_URL, f"{url} is not repository.url of _config.yml"
+
+
+def test_landing_page_shows_the_setup_cell():
+    assert SETUP_CELL in (ROOT / "intro.md").read_text(encoding="utf-8")
