@@ -1,4 +1,25 @@
-"""clip_tutorial: CLIP built piece by piece, the package behind the CLIP tutorial book."""
+"""clip_tutorial: CLIP built piece by piece, the package behind the CLIP tutorial book.
+
+The names most notebooks need are importable from the top level; each lives in a module named
+after the concept it implements (see the API reference).
+"""
 __version__ = "0.1.0"
 
 from .device import get_device, seed_everything, setup_notebook  # noqa: E402
+from .data import ShapesWorld, class_names, heldout_combinations, vocabulary  # noqa: E402
+from .tokenizer import WordTokenizer  # noqa: E402
+from .model import CLIP, CLIPConfig, get_config, list_configs  # noqa: E402
+from .loss import clip_loss  # noqa: E402
+from .train import History, TrainConfig, train_clip  # noqa: E402
+from .zeroshot import build_zero_shot_classifier, encode_images, encode_texts, zero_shot_accuracy, zero_shot_predict  # noqa: E402
+from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from .recipes import RECIPES, TrainedCLIP, load_or_train, train_recipe  # noqa: E402
+from . import viz, exercises  # noqa: E402
+
+__all__ = [
+    "__version__", "get_device", "seed_everything", "setup_notebook", "ShapesWorld", "class_names",
+    "heldout_combinations", "vocabulary", "WordTokenizer", "CLIP", "CLIPConfig", "get_config", "list_configs",
+    "clip_loss", "History", "TrainConfig", "train_clip", "build_zero_shot_classifier", "encode_images",
+    "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "load_checkpoint", "save_checkpoint", "RECIPES",
+    "TrainedCLIP", "load_or_train", "train_recipe", "viz", "exercises",
+]

@@ -41,6 +41,11 @@ def clip_loss(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | No
     _check_logits(logits_per_image)
     if logits_per_text is None:
         logits_per_text = logits_per_image.t()
+    elif not isinstance(logits_per_text, torch.Tensor) or not logits_per_text.is_floating_point():
+        raise TypeError(
+            "logits_per_text: expected a floating-point torch.Tensor, got "
+            + (f"dtype {logits_per_text.dtype}" if isinstance(logits_per_text, torch.Tensor) else type(logits_per_text).__name__)
+        )
     elif logits_per_text.shape != logits_per_image.shape[::-1]:
         raise ValueError(
             f"logits_per_text: expected shape {tuple(logits_per_image.shape[::-1])} (the transpose), "

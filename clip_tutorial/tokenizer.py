@@ -36,9 +36,10 @@ class WordTokenizer:
         vocab = sorted({w.lower() for w in words})
         if not vocab:
             raise ValueError("words: expected at least one word, got an empty vocabulary")
-        bad = [w for w in vocab if not w or any(ch.isspace() for ch in w) or w in (self.PAD, self.UNK, self.SOT, self.EOT)]
+        specials = (self.PAD, self.UNK, self.SOT, self.EOT)
+        bad = [w for w in vocab if w in specials or self.split(w) != [w]]
         if bad:
-            raise ValueError(f"words: expected single words without spaces or special tokens, got {bad[:5]}")
+            raise ValueError(f"words: expected single words (letters, digits, '-' or ''') that are not special tokens, got {bad[:5]}")
         if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
             raise ValueError(f"context_length: expected an int >= 2 (room for start and end), got {context_length!r}")
         self.context_length = context_length

@@ -180,9 +180,10 @@ def train_clip(
             group["lr"] = lr
         logits_per_image, logits_per_text = model(images[index].to(device), tokens[index].to(device))
         loss = clip_loss(logits_per_image, logits_per_text)
-        if not torch.isfinite(loss):
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
             raise FloatingPointError(
-                f"the loss became {loss.item()} at step {step + 1}; likely causes: a learning rate too high "
+                f"the loss became {loss_value} at step {step + 1}; likely causes: a learning rate too high "
                 f"(lr={config.lr}), no warm-up, or fp16 overflow"
             )
         optimizer.zero_grad(set_to_none=True)
@@ -193,12 +194,12 @@ def train_clip(
         with torch.no_grad():
             model.logit_scale.clamp_(0, max_log_scale)
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
-            temperature = float(1 / model.logit_scale.exp())
+            temperature = float(1 / model.logit_scale.detach().exp())
             history.steps.append(step + 1)
-            history.loss.append(float(loss))
+            history.loss.append(loss_value)
             history.temperature.append(temperature)
             history.lr.append(lr)
-            bar.set_postfix(loss=f"{float(loss):.3f}", T=f"{temperature:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{loss_value:.3f}", T=f"{temperature:.3f}", refresh=False)
         if eval_fn is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == config.steps):
             paused = time.perf_counter()
             model.eval()

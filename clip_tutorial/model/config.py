@@ -58,6 +58,12 @@ class CLIPConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"CLIPConfig.{name}: expected a positive int, got {value!r}")
+        if self.vision_heads is not None and (
+            isinstance(self.vision_heads, bool) or not isinstance(self.vision_heads, int) or self.vision_heads <= 0
+        ):
+            raise ValueError(f"CLIPConfig.vision_heads: expected a positive int or None, got {self.vision_heads!r}")
+        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or not self.mlp_ratio > 0:
+            raise ValueError(f"CLIPConfig.mlp_ratio: expected a positive number, got {self.mlp_ratio!r}")
         if self.image_resolution % self.vision_patch_size:
             raise ValueError(
                 f"CLIPConfig.image_resolution: expected a multiple of vision_patch_size={self.vision_patch_size}, "
@@ -73,7 +79,10 @@ class CLIPConfig:
                 f"CLIPConfig.transformer_width: expected a multiple of transformer_heads={self.transformer_heads}, "
                 f"got {self.transformer_width}"
             )
-        if self.eot_token_id is not None and not 0 <= self.eot_token_id < self.vocab_size:
+        if self.eot_token_id is not None and (
+            isinstance(self.eot_token_id, bool) or not isinstance(self.eot_token_id, int)
+            or not 0 <= self.eot_token_id < self.vocab_size
+        ):
             raise ValueError(
                 f"CLIPConfig.eot_token_id: expected an id in [0, {self.vocab_size}), got {self.eot_token_id}"
             )

@@ -58,13 +58,17 @@ class MultiheadAttention(nn.Module):
         Args:
             x: the token sequence, batch first.
             attn_mask: an additive float mask of shape (tokens, tokens), ``-inf`` where a query
-                may not look, as CLIP's causal text mask; ``None`` lets every token see every token.
+                may not look, as CLIP's causal text mask, or a boolean mask that is ``True`` where a
+                query may not look (torch's convention); ``None`` lets every token see every token.
         """
         batch, tokens, width = x.shape
         qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
         # (batch, tokens, 3 * width) -> three tensors of (batch, heads, tokens, head_dim)
         q, k, v = qkv.view(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        if attn_mask is not None:
+        if attn_mask is not None and attn_mask.dtype == torch.bool:
+            # torch's boolean convention: True marks a position that may NOT be attended to.
+            attn_mask = torch.zeros(attn_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(attn_mask, -math.inf)
+        elif attn_mask is not None:
             attn_mask = attn_mask.to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = out.transpose(1, 2).reshape(batch, tokens, width)

@@ -1,0 +1,277 @@
+"""Saving and loading CLIP models as safetensors files with a JSON description beside them.
+
+A checkpoint is two files with the same stem:
+
+* ``<name>.safetensors``: the weights, written by ``safetensors`` (plain tensors, no pickle, so
+  loading a checkpoint can never run code);
+* ``<name>.json``: the :class:`~clip_tutorial.model.CLIPConfig`, the tokenizer's vocabulary, free
+  metadata (training steps, accuracy, ...) and the SHA-256 of the weights file, checked on load.
+
+Explained in Chapter 1 (the pre-trained tiny model the book loads) and in the training chapters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .model import CLIP, CLIPConfig
+from .tokenizer import WordTokenizer
+
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_paths", "FORMAT", "VERSION"]
+
+#: The ``"format"`` field of every checkpoint description.
+FORMAT = "clip_tutorial-checkpoint"
+#: The version of the checkpoint layout written by :func:`save_checkpoint`.
+VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """What :func:`load_checkpoint` returns.
+
+    Attributes:
+        model: the :class:`~clip_tutorial.model.CLIP` model with the saved weights, in eval mode.
+        tokenizer: the saved :class:`~clip_tutorial.tokenizer.WordTokenizer`, or ``None`` when the
+            checkpoint was saved without one.
+        metadata: the free-form dict given to :func:`save_checkpoint` (empty when none was given).
+        config: the model's configuration, as stored in the checkpoint.
+    """
+
+    model: CLIP
+    tokenizer: WordTokenizer | None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    config: CLIPConfig | None = None
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """The weights file and the JSON description of a checkpoint.
+
+    Explained in Chapter 1.
+
+    Args:
+        path: the checkpoint's path, with or without the ``.safetensors`` (or ``.json``) suffix.
+
+    Returns:
+        ``(weights_path, json_path)``, e.g. ``(run/tiny.safetensors, run/tiny.json)`` for ``run/tiny``.
+
+    Raises:
+        TypeError: if ``path`` is not a str or a path.
+        ValueError: if ``path`` is empty.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a str or a pathlib.Path, got {type(path).__name__}")
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise ValueError(f"path: expected a file name such as 'checkpoints/tiny', got {str(path)!r}")
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return Path(f"{path}.safetensors"), Path(f"{path}.json")
+
+
+def _plain(value: Any) -> Any:
+    """Turn NumPy scalars and small tensors in metadata into plain numbers and lists."""
+    if isinstance(value, torch.Tensor) and value.numel() <= 10_000:
+        return value.detach().cpu().tolist()
+    if isinstance(value, (np.generic, np.ndarray)) and np.size(value) <= 10_000:
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(model: CLIP, path: str | os.PathLike, tokenizer: WordTokenizer | None = None,
+                    metadata: dict[str, Any] | None = None) -> Path:
+    """Save a model (and optionally its tokenizer and some metadata) as a safetensors checkpoint.
+
+    Writes ``<path>.safetensors`` and ``<path>.json``; missing parent folders are created. Both
+    files are first written under temporary names and then renamed, so an interrupted save never
+    leaves a half-written checkpoint behind. Explained in Chapter 1.
+
+    Args:
+        model: the model to save; its weights are copied to the CPU first.
+        path: where to save, with or without the ``.safetensors`` suffix.
+        tokenizer: the tokenizer the model was trained with, saved in the JSON file.
+        metadata: any JSON-serialisable dict (steps trained, accuracy, dataset seed ...); NumPy
+            numbers and small tensors in it are stored as plain numbers and lists.
+
+    Returns:
+        The path of the ``.safetensors`` file.
+
+    Raises:
+        TypeError: if ``model``, ``tokenizer`` or ``metadata`` has the wrong type.
+        ValueError: if ``metadata`` is not JSON-serialisable or the tokenizer has more ids than
+            the model embeds.
+        PermissionError: if the folder cannot be created or written to.
+    """
+    if not isinstance(model, CLIP):
+        raise TypeError(f"model: expected a clip_tutorial CLIP model, got {type(model).__name__}")
+    if tokenizer is not None and not isinstance(tokenizer, WordTokenizer):
+        raise TypeError(f"tokenizer: expected a WordTokenizer or None, got {type(tokenizer).__name__}")
+    if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(
+            f"tokenizer: expected at most model.config.vocab_size={model.config.vocab_size} ids, "
+            f"got a tokenizer with vocab_size={tokenizer.vocab_size}"
+        )
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata: expected a dict or None, got {type(metadata).__name__}")
+    try:
+        metadata = json.loads(json.dumps(metadata, default=_plain))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"metadata: expected a JSON-serialisable dict (str, numbers, lists, dicts), got {err}") from err
+    weights_path, json_path = checkpoint_paths(path)
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
+    tmp_weights = weights_path.with_name(weights_path.name + ".tmp")
+    tmp_json = json_path.with_name(json_path.name + ".tmp")
+    try:
+        weights_path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(tmp_weights), metadata={"format": "pt", "clip_tutorial": f"{FORMAT} v{VERSION}"})
+        description = {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": model.config.to_dict(),
+            "tokenizer": None if tokenizer is None else json.loads(tokenizer.to_json()),
+            "metadata": metadata,
+            "sha256": _sha256(tmp_weights),
+        }
+        tmp_json.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp_weights, weights_path)
+        os.replace(tmp_json, json_path)
+    except OSError as err:
+        for tmp in (tmp_weights, tmp_json):
+            if tmp.parent.is_dir():
+                tmp.unlink(missing_ok=True)
+        raise PermissionError(
+            f"path: cannot write the checkpoint to folder '{weights_path.parent}' ({err.strerror or err}); "
+            "expected a writable folder"
+        ) from err
+    return weights_path
+
+
+def _read_description(json_path: Path) -> dict[str, Any]:
+    try:
+        description = json.loads(json_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"checkpoint file {json_path} is corrupted: expected JSON, got a parse error ({err})") from err
+    if not isinstance(description, dict) or description.get("format") != FORMAT:
+        found = description.get("format") if isinstance(description, dict) else type(description).__name__
+        raise ValueError(f"checkpoint file {json_path}: expected format {FORMAT!r}, got {found!r}")
+    if description.get("version") != VERSION:
+        raise ValueError(
+            f"checkpoint file {json_path}: expected version {VERSION}, got {description.get('version')!r} "
+            "(saved by another version of clip_tutorial?)"
+        )
+    missing = [key for key in ("config", "tokenizer", "metadata", "sha256") if key not in description]
+    if missing:
+        raise ValueError(f"checkpoint file {json_path}: expected the keys {missing}, which are missing")
+    return description
+
+
+def _config_differences(given: CLIPConfig, stored: CLIPConfig) -> list[str]:
+    return [
+        f"{f.name} (given {getattr(given, f.name)!r}, checkpoint {getattr(stored, f.name)!r})"
+        for f in dataclasses.fields(CLIPConfig)
+        if getattr(given, f.name) != getattr(stored, f.name)
+    ]
+
+
+def _state_dict_problems(model: CLIP, state: dict[str, torch.Tensor]) -> list[str]:
+    expected = model.state_dict()
+    problems = []
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing:
+        problems.append(f"missing keys {missing}")
+    if unexpected:
+        problems.append(f"unexpected keys {unexpected}")
+    shapes = [
+        f"{name} (model {tuple(expected[name].shape)}, file {tuple(state[name].shape)})"
+        for name in sorted(set(expected) & set(state))
+        if expected[name].shape != state[name].shape
+    ]
+    if shapes:
+        problems.append("wrong shapes " + ", ".join(shapes))
+    return problems
+
+
+def load_checkpoint(path: str | os.PathLike, config: CLIPConfig | None = None,
+                    map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    The SHA-256 of the weights file is checked against the JSON description, the model is built
+    from the stored config, and the weights are loaded strictly (every key, every shape).
+    Explained in Chapter 1.
+
+    Args:
+        path: the checkpoint's path, with or without the ``.safetensors`` (or ``.json``) suffix.
+        config: the config you expect; when given it must equal the stored one.
+        map_location: the device to put the model on, e.g. ``"cpu"`` or ``"cuda"``.
+
+    Returns:
+        A :class:`Checkpoint` with the model (in eval mode), tokenizer, metadata and config.
+
+    Raises:
+        FileNotFoundError: if the weights file or the JSON description is missing.
+        TypeError: if ``config`` is not a CLIPConfig.
+        ValueError: if a file is corrupted or truncated, ``config`` differs from the stored config
+            (the differing fields are listed), ``map_location`` is not a device, or the weights do
+            not fit the model (missing or unexpected keys, wrong shapes).
+    """
+    weights_path, json_path = checkpoint_paths(path)
+    for label, file in (("weights file", weights_path), ("JSON description", json_path)):
+        if not file.is_file():
+            raise FileNotFoundError(f"path: checkpoint {str(path)!r} is incomplete: its {label} {file} is missing")
+    if config is not None and not isinstance(config, CLIPConfig):
+        raise TypeError(f"config: expected a CLIPConfig or None, got {type(config).__name__}")
+    try:
+        device = torch.device(map_location)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"map_location: expected a device such as 'cpu' or 'cuda', got {map_location!r}") from err
+    description = _read_description(json_path)
+    try:
+        stored = CLIPConfig.from_dict(description["config"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint file {json_path}: expected a valid CLIPConfig, got {err}") from err
+    if config is not None:
+        differences = _config_differences(config, stored)
+        if differences:
+            raise ValueError("config: expected the checkpoint's config, got differing fields: " + "; ".join(differences))
+    digest = _sha256(weights_path)
+    if digest != description["sha256"]:
+        raise ValueError(
+            f"checkpoint file {weights_path} is corrupted (sha256 mismatch: expected {description['sha256']}, "
+            f"got {digest}); save or download it again"
+        )
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except Exception as err:  # safetensors raises its own SafetensorError and others on bad bytes
+        raise ValueError(f"checkpoint file {weights_path} is corrupted: expected safetensors data, got {err}") from err
+    model = CLIP(stored)
+    problems = _state_dict_problems(model, state)
+    if problems:
+        raise ValueError(f"checkpoint file {weights_path}: the weights do not fit the model: " + "; ".join(problems))
+    float_dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
+    if len(float_dtypes) == 1 and float_dtypes != {torch.float32}:
+        model = model.to(float_dtypes.pop())  # keep a half-precision checkpoint in half precision
+    model.load_state_dict(state, strict=True)
+    model.to(device).eval()
+    tokenizer = None
+    if description["tokenizer"] is not None:
+        tokenizer = WordTokenizer.from_json(json.dumps(description["tokenizer"]))
+    metadata = description["metadata"] if isinstance(description["metadata"], dict) else {}
+    return Checkpoint(model=model, tokenizer=tokenizer, metadata=metadata, config=stored)

@@ -1,0 +1,313 @@
+"""ShapesWorld captions, held-out combinations and the PyTorch dataset.
+
+Explained in Chapter 1 (what ShapesWorld is) and Chapter 3.1 (how image–caption pairs are made).
+"""
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .render import (COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES, STYLES, ShapeSpec, check_choice, check_int,
+                     count_objects, jittered_background, paint, place, relation_objects)
+
+#: CLIP's per-channel mean and standard deviation, used by :meth:`ShapesWorld.tensors`.
+MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+SHAPE_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "circle": ("circle",), "square": ("square", "box"), "triangle": ("triangle",), "star": ("star",),
+    "hexagon": ("hexagon",), "diamond": ("diamond", "rhombus"), "cross": ("cross", "plus"), "heart": ("heart",),
+}
+SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("small", "little", "tiny"), "large": ("large", "big")}
+STYLE_WORDS: dict[str, tuple[str, ...]] = {"filled": ("filled", "solid"), "outline": ("hollow",),
+                                           "striped": ("striped",)}
+WHERE_PHRASES: dict[str, str] = {
+    "top left": "in the top left", "top": "at the top", "top right": "in the top right",
+    "left": "on the left", "center": "in the center", "right": "on the right",
+    "bottom left": "in the bottom left", "bottom": "at the bottom", "bottom right": "in the bottom right",
+}
+RELATION_PHRASES: dict[str, tuple[str, ...]] = {
+    "left of": ("left of", "to the left of"), "right of": ("right of", "to the right of"),
+    "above": ("above",), "below": ("below", "under"),
+}
+NUMBER_WORDS: tuple[str, ...] = ("one", "two", "three", "four")
+_IRREGULAR_PLURALS = {"box": "boxes", "cross": "crosses", "plus": "pluses", "rhombus": "rhombuses"}
+
+#: Single-object caption templates; the first is the zero-shot prompt.
+TEMPLATES: tuple[str, ...] = (
+    "a photo of a {colour} {shape}",
+    "a {colour} {shape}",
+    "a drawing of a {colour} {shape}",
+    "a {size} {colour} {shape} {where}",
+    "there is a {colour} {shape} {where}",
+    "a {style} {colour} {shape}",
+    "a picture of a {size} {style} {colour} {shape}",
+)
+RELATION_TEMPLATES: tuple[str, ...] = ("a {first} {relation} a {second}", "a photo of a {first} {relation} a {second}")
+COUNT_TEMPLATES: tuple[str, ...] = ("{number} {colour} {shapes}", "a photo of {number} {colour} {shapes}",
+                                    "there are {number} {colour} {shapes}")
+TEMPLATE_FIELDS = frozenset({"colour", "shape", "size", "where", "style"})
+SPLITS = ("train", "heldout", "all")
+_CANONICAL_P = 0.75  # probability of the canonical shape word rather than a synonym
+
+
+def plural(word: str) -> str:
+    """Plural of a shape word, e.g. ``"box"`` -> ``"boxes"`` (Chapter 3.1)."""
+    return _IRREGULAR_PLURALS.get(word, word + "s")
+
+
+def relation_caption(first: tuple[str, str], relation: str, second: tuple[str, str]) -> str:
+    """Canonical caption of a relation scene, e.g. ``"a red circle left of a blue square"``.
+
+    Explained in Chapter 1 (limitations); pairs are ``(colour, shape)``.
+
+    Raises:
+        ValueError: for an unknown relation, colour or shape.
+    """
+    check_choice("relation", relation, RELATIONS)
+    for name, pair in (("first", first), ("second", second)):
+        check_choice(f"{name} colour", pair[0], tuple(COLOURS))
+        check_choice(f"{name} shape", pair[1], SHAPES)
+    return f"a {first[0]} {first[1]} {relation} a {second[0]} {second[1]}"
+
+
+def count_caption(colour: str, shape: str, k: int) -> str:
+    """Canonical caption of ``k`` identical objects, e.g. ``"three blue squares"`` (Chapter 1).
+
+    Raises:
+        ValueError: for an unknown colour or shape, or ``k`` outside 1..4.
+    """
+    check_choice("colour", colour, tuple(COLOURS))
+    check_choice("shape", shape, SHAPES)
+    k = check_int("k", k, 1, len(NUMBER_WORDS))
+    return f"one {colour} {shape}" if k == 1 else f"{NUMBER_WORDS[k - 1]} {colour} {plural(shape)}"
+
+
+def _check_templates(templates: object) -> tuple[str, ...]:
+    if isinstance(templates, str) or not isinstance(templates, Sequence):
+        raise TypeError(f"templates: expected a list of format strings, got {templates!r}")
+    if len(templates) == 0:
+        raise ValueError("templates: expected at least one template, got an empty list")
+    for t in templates:
+        if not isinstance(t, str):
+            raise TypeError(f"templates: expected str entries, got {type(t).__name__} {t!r}")
+        fields = {f for _, f, _, _ in string.Formatter().parse(t) if f is not None}
+        if not fields <= TEMPLATE_FIELDS:
+            raise ValueError(f"templates: {t!r} uses {sorted(fields - TEMPLATE_FIELDS)}; "
+                             f"allowed fields are {sorted(TEMPLATE_FIELDS)}")
+    return tuple(templates)
+
+
+def vocabulary(templates: Sequence[str] | None = None) -> list[str]:
+    """Every word a ShapesWorld caption or probe can contain, sorted and without repeats.
+
+    Explained in Chapter 3.1 (the word-level tokenizer is built from it). Covers the default
+    templates, relation and counting captions, and ``templates`` if given.
+    """
+    texts = [*TEMPLATES, *RELATION_TEMPLATES, *COUNT_TEMPLATES, *(_check_templates(templates) if templates else ())]
+    words = {w for t in texts for w in string.Formatter().vformat(t, (), _Blank()).split()}
+    words |= set(COLOURS) | set(NUMBER_WORDS)
+    for synonyms in SHAPE_SYNONYMS.values():
+        words |= set(synonyms) | {plural(w) for w in synonyms}
+    for group in (*SIZE_WORDS.values(), *STYLE_WORDS.values()):
+        words |= set(group)
+    for phrase in (*WHERE_PHRASES.values(), *(p for ps in RELATION_PHRASES.values() for p in ps)):
+        words |= set(phrase.split())
+    return sorted(words)
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def heldout_combinations(n: int = 16, seed: int = 0) -> list[tuple[str, str]]:
+    """Choose ``n`` (colour, shape) pairs to keep out of training, deterministically.
+
+    Explained in Chapter 3.1 (compositional generalisation). The pairs lie on ``ceil(n / 8)``
+    diagonals of a randomly permuted colour x shape table (a Latin-square pattern), so for
+    ``n=16`` every colour loses exactly two shapes and every shape exactly two colours, and
+    each colour and each shape still appears in training.
+
+    Args:
+        n: number of pairs, 0 to 56 (at least one full diagonal stays in training).
+        seed: seed of the permutations.
+
+    Returns:
+        The pairs, sorted by their class index (see :func:`class_names`).
+    """
+    n = check_int("n", n, 0, len(COLOURS) * (len(SHAPES) - 1))
+    rng = random.Random(f"shapesworld-heldout/{check_int('seed', seed, 0)}")
+    colours, shapes = list(COLOURS), list(SHAPES)
+    rng.shuffle(colours)
+    rng.shuffle(shapes)
+    offsets = rng.sample(range(len(SHAPES)), -(-n // len(COLOURS)))
+    pairs = [(colours[i], shapes[(i + off) % len(shapes)])
+             for j, off in enumerate(offsets) for i in range(min(len(COLOURS), n - j * len(COLOURS)))]
+    return sorted(pairs, key=lambda p: list(COLOURS).index(p[0]) * len(SHAPES) + SHAPES.index(p[1]))
+
+
+def class_names(kind: str = "pair") -> list[str]:
+    """Class names in label order: ``"red circle"``, ``"red square"``, ... for ``kind="pair"``.
+
+    Explained in Chapter 1 (zero-shot classification). ``kind="colour"`` or ``"shape"`` gives
+    the colours or the shapes; see :meth:`ShapesWorld.labels`.
+    """
+    check_choice("kind", kind, ("pair", "colour", "shape"))
+    if kind == "colour":
+        return list(COLOURS)
+    return list(SHAPES) if kind == "shape" else [f"{c} {s}" for c in COLOURS for s in SHAPES]
+
+
+def _check_pairs(heldout: object) -> tuple[tuple[str, str], ...]:
+    if isinstance(heldout, str) or not isinstance(heldout, Iterable):
+        raise TypeError(f"heldout: expected a list of (colour, shape) tuples, got {type(heldout).__name__}")
+    pairs = set()
+    for p in heldout:
+        if not (isinstance(p, (tuple, list)) and len(p) == 2):
+            raise TypeError(f"heldout: expected (colour, shape) tuples, got {p!r}")
+        pairs.add((check_choice("heldout colour", p[0], tuple(COLOURS)), check_choice("heldout shape", p[1], SHAPES)))
+    return tuple(p for p in ((c, s) for c in COLOURS for s in SHAPES) if p in pairs)  # in class order
+
+
+class ShapesWorld(torch.utils.data.Dataset):
+    """Procedural image–caption pairs: coloured shapes drawn with PIL, captions from templates.
+
+    Explained in Chapter 1 and Chapter 3.1. All images are rendered in the constructor
+    (10,000 single-object pairs at 32x32 take one or two seconds) and the same ``seed`` always gives the same
+    images and captions, byte for byte; ``split`` and ``seed`` both change the samples.
+
+    With ``max_objects > 1`` each scene has 1 to ``max_objects`` objects: a single object, two
+    different objects with a spatial caption ("a red circle left of a blue square"), or ``k``
+    identical objects with a counting caption ("three blue squares").
+
+    Args:
+        n: number of pairs, at least 1.
+        split: ``"train"`` (no object is a held-out pair), ``"heldout"`` (every object is one)
+            or ``"all"`` (anything).
+        seed: seed of this dataset's random stream; no global random state is used.
+        image_size: side of the square images in pixels, at least 16.
+        styles: the drawing styles to sample from, a subset of ``STYLES`` (order does not matter).
+        heldout: held-out (colour, shape) pairs; ``None`` means :func:`heldout_combinations`.
+        max_objects: largest number of objects in a scene, 1 to 4.
+        templates: single-object caption templates (fields ``{colour}``, ``{shape}``, ``{size}``,
+            ``{where}``, ``{style}``); ``None`` means ``TEMPLATES``.
+        transform: optional function applied to each image tensor by ``__getitem__``.
+
+    Attributes:
+        captions: one caption per sample, lower-case words separated by single spaces.
+        attributes: per sample, the list of :class:`ShapeSpec` objects drawn.
+        images: uint8 tensor of shape ``(n, 3, image_size, image_size)``.
+        pairs: the (colour, shape) pairs this split draws its objects from.
+        heldout: the held-out pairs, in class order.
+        styles: the styles drawn from, in the order of ``STYLES``.
+    """
+
+    def __init__(self, n: int, split: str = "train", seed: int = 0, image_size: int = 32,
+                 styles: Sequence[str] = ("filled", "outline"), heldout: Sequence[tuple[str, str]] | None = None,
+                 max_objects: int = 1, templates: Sequence[str] | None = None,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        self.n = check_int("n", n, 1)
+        self.split = check_choice("split", split, SPLITS)
+        self.seed = check_int("seed", seed, 0)
+        self.image_size = check_int("image_size", image_size, 16)
+        if isinstance(styles, str) or not isinstance(styles, Iterable):
+            raise TypeError(f"styles: expected a list of names from {list(STYLES)}, got {styles!r}")
+        if not (styles := list(styles)):
+            raise ValueError(f"styles: expected at least one of {list(STYLES)}, got an empty list")
+        given = {check_choice("styles", s, STYLES) for s in styles}
+        self.styles = tuple(s for s in STYLES if s in given)  # canonical order: same data for any order
+        self.heldout = _check_pairs(heldout_combinations() if heldout is None else heldout)
+        self.max_objects = check_int("max_objects", max_objects, 1, len(NUMBER_WORDS))
+        self.templates = TEMPLATES if templates is None else _check_templates(templates)
+        if transform is not None and not callable(transform):
+            raise TypeError(f"transform: expected a callable or None, got {type(transform).__name__}")
+        self.transform = transform
+
+        every = [(c, s) for c in COLOURS for s in SHAPES]
+        held = set(self.heldout)
+        self.pairs = {"train": [p for p in every if p not in held], "heldout": list(self.heldout), "all": every}[split]
+        if not self.pairs:
+            raise ValueError(f"heldout: split={split!r} needs at least one pair, but heldout={list(self.heldout)!r}")
+
+        rng = random.Random(f"shapesworld/{self.split}/{self.seed}")
+        self.captions: list[str] = []
+        self.attributes: list[list[ShapeSpec]] = []
+        size, block = self.image_size, 256  # scenes are painted into one tall canvas per block
+        pixels = np.empty((self.n, size, size, 3), dtype=np.uint8)
+        canvas = Image.new("RGB", (size, size * block))
+        for start in range(0, self.n, block):
+            count = min(block, self.n - start)
+            for j in range(count):
+                objects, caption = self._sample(rng)
+                self.attributes.append(objects)
+                self.captions.append(caption)
+                paint(canvas, j * size, objects, size, jittered_background(rng))
+            pixels[start:start + count] = np.asarray(canvas).reshape(block, size, size, 3)[:count]
+        self.images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()
+
+    def _sample(self, rng: random.Random) -> tuple[list[ShapeSpec], str]:
+        k = rng.randint(1, self.max_objects)
+        if k == 2 and len(self.pairs) >= 2 and rng.random() < 0.5:
+            first, second = rng.sample(self.pairs, 2)
+            relation = rng.choice(RELATIONS)
+            objects = relation_objects(rng, first, relation, second, (rng.choice(self.styles), rng.choice(self.styles)))
+            words = {"first": f"{first[0]} {self._shape_word(rng, first[1])}",
+                     "second": f"{second[0]} {self._shape_word(rng, second[1])}",
+                     "relation": rng.choice(RELATION_PHRASES[relation])}
+            return objects, rng.choice(RELATION_TEMPLATES).format(**words)
+        colour, shape = rng.choice(self.pairs)
+        if k > 1:
+            objects = count_objects(rng, colour, shape, k, [rng.choice(self.styles)] * k)
+            words = {"number": NUMBER_WORDS[k - 1], "colour": colour, "shapes": plural(self._shape_word(rng, shape))}
+            return objects, rng.choice(COUNT_TEMPLATES).format(**words)
+        spec = place(rng, shape, colour, rng.choice(SIZES), rng.choice(POSITIONS), rng.choice(self.styles))
+        words = {"colour": colour, "shape": self._shape_word(rng, shape), "size": rng.choice(SIZE_WORDS[spec.size]),
+                 "where": WHERE_PHRASES[spec.position], "style": rng.choice(STYLE_WORDS[spec.style])}
+        return [spec], rng.choice(self.templates).format(**words)
+
+    @staticmethod
+    def _shape_word(rng: random.Random, shape: str) -> str:
+        synonyms = SHAPE_SYNONYMS[shape]
+        return shape if len(synonyms) == 1 or rng.random() < _CANONICAL_P else rng.choice(synonyms[1:])
+
+    def __len__(self) -> int:
+        """Number of image–caption pairs."""
+        return self.n
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        """Return ``(image, caption)``: a float32 tensor ``3 x H x W`` in [0, 1] and its caption."""
+        image = self.images[index].float().div_(255.0)
+        return (self.transform(image) if self.transform is not None else image), self.captions[index]
+
+    def tensors(self, normalize: bool = True) -> torch.Tensor:
+        """All images as one float32 tensor ``n x 3 x H x W``, normalised with ``MEAN``/``STD`` by default.
+
+        Explained in Chapter 3.1. With ``normalize=False`` the values are in [0, 1].
+        """
+        x = self.images.float().div_(255.0)
+        if normalize:
+            x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+        return x
+
+    def labels(self, kind: str = "pair") -> torch.Tensor:
+        """Class index of each sample's first object, as a LongTensor of length ``n``.
+
+        Explained in Chapter 1 (zero-shot accuracy). ``kind="pair"`` gives
+        ``colour_index * len(SHAPES) + shape_index`` (64 classes, named by :func:`class_names`);
+        ``"colour"`` and ``"shape"`` give the index into ``COLOURS`` or ``SHAPES``.
+        """
+        check_choice("kind", kind, ("pair", "colour", "shape"))
+        colours = {c: i for i, c in enumerate(COLOURS)}
+        index = {"colour": lambda s: colours[s.colour], "shape": lambda s: SHAPES.index(s.shape),
+                 "pair": lambda s: colours[s.colour] * len(SHAPES) + SHAPES.index(s.shape)}[kind]
+        return torch.tensor([index(objects[0]) for objects in self.attributes], dtype=torch.long)
+
+    def __repr__(self) -> str:
+        return (f"ShapesWorld(n={self.n}, split={self.split!r}, seed={self.seed}, image_size={self.image_size}, "
+                f"styles={self.styles}, max_objects={self.max_objects}, heldout={len(self.heldout)} pairs)")

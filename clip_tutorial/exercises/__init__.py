@@ -1,0 +1,22 @@
+"""Checks for the book's exercises: write a function, then let a check compare it with the reference.
+
+In a notebook::
+
+    from clip_tutorial.exercises import ch1
+
+    def cosine_similarity(image_features, text_features):
+        ...  # your code
+
+    ch1.check_cosine_similarity(cosine_similarity)
+
+The check prints ✅ or ❌ with an explanation and returns a :class:`CheckResult`, truthy when your
+function passed. The checks of Chapter 1 live in ``clip_tutorial.exercises.ch1``:
+``check_cosine_similarity``, ``check_contrastive_loss``, ``check_zero_shot_predict`` and
+``check_temperature_scaled_logits``. :func:`check_function` is the general machinery they share.
+
+Explained in Chapter 1 (section "Summary and exercises").
+"""
+from . import ch1
+from .core import CheckResult, Hint, check_function
+
+__all__ = ["CheckResult", "Hint", "check_function", "ch1"]

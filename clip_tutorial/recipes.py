@@ -1,0 +1,206 @@
+"""Named training recipes for the book's tiny CLIPs, and a cache so notebooks train each only once.
+
+A recipe fixes everything a run depends on: the ShapesWorld data, the model sizes and the
+optimiser settings. :func:`train_recipe` runs it; :func:`load_or_train` returns the cached result
+of an earlier run with the same recipe when there is one.
+
+Explained in Chapter 1 ("CLIP in 60 seconds").
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import ShapesWorld, class_names, heldout_combinations, vocabulary
+from .model import CLIP, CLIPConfig
+from .tokenizer import WordTokenizer
+from .train import History, TrainConfig, train_clip
+from .zeroshot import build_zero_shot_classifier, zero_shot_accuracy
+
+__all__ = ["Recipe", "RECIPES", "TrainedCLIP", "get_recipe", "make_tokenizer", "evaluate_zero_shot",
+           "train_recipe", "load_or_train", "cache_dir"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything one training run depends on.
+
+    Attributes:
+        name: the recipe's name, a key of :data:`RECIPES`.
+        description: one line on what the recipe is for.
+        model: model sizes; ``vocab_size`` and ``eot_token_id`` are set from the tokenizer.
+        train: optimiser settings.
+        n_train: number of ShapesWorld training pairs.
+        styles: rendering styles seen in training.
+        max_objects: objects per training image.
+        data_seed: seed of the training data.
+        n_heldout: number of colour-shape combinations held out of training.
+    """
+
+    name: str
+    description: str
+    model: CLIPConfig
+    train: TrainConfig
+    n_train: int = 20_000
+    styles: tuple[str, ...] = ("filled", "outline")
+    max_objects: int = 1
+    data_seed: int = 0
+    n_heldout: int = 16
+
+    def fingerprint(self) -> str:
+        """A short hash of every setting and of the package's source, used to key the cache.
+
+        Hashing the source too means that a change to the model, the data or the training loop
+        retrains instead of loading a model made by older code.
+        """
+        digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode())
+        for source in sorted(Path(__file__).parent.rglob("*.py")):
+            digest.update(source.read_bytes())
+        return digest.hexdigest()[:12]
+
+
+_TINY = CLIPConfig(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,
+                   vision_heads=2, context_length=12, transformer_width=64, transformer_heads=2,
+                   transformer_layers=1)
+
+RECIPES: dict[str, Recipe] = {
+    "ch1-demo": Recipe(
+        name="ch1-demo",
+        description="Chapter 1's live run: a tiny ViT CLIP trained in under a minute on two CPU cores.",
+        model=_TINY,
+        train=TrainConfig(steps=400, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1),
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called ``name``; a clear error lists the known ones."""
+    if not isinstance(name, str) or name not in RECIPES:
+        raise ValueError(f"name: expected one of the recipes {sorted(RECIPES)}, got {name!r}")
+    return RECIPES[name]
+
+
+def make_tokenizer(context_length: int) -> WordTokenizer:
+    """The word-level tokenizer over every word ShapesWorld can say."""
+    return WordTokenizer(vocabulary(), context_length=context_length)
+
+
+@dataclass
+class TrainedCLIP:
+    """A trained model with what is needed to use and judge it.
+
+    Attributes:
+        model: the trained CLIP, in eval mode.
+        tokenizer: the tokenizer it was trained with.
+        recipe: the recipe that produced it.
+        history: the training history (empty when loaded from the cache).
+        metrics: zero-shot accuracies measured right after training.
+    """
+
+    model: CLIP
+    tokenizer: WordTokenizer
+    recipe: Recipe
+    history: History = field(default_factory=History)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def evaluate_zero_shot(model: CLIP, tokenizer: WordTokenizer, heldout: Sequence[tuple[str, str]],
+                       styles: Sequence[str] = ("filled", "outline"), n: int = 2000, seed: int = 12345) -> dict[str, float]:
+    """The book's zero-shot protocol: prompts "a photo of a {colour} {shape}".
+
+    Returns ``heldout_acc`` (N-way among the held-out combinations, on images of those
+    combinations) and ``all_acc`` (N-way among all colour-shape combinations, on images of any
+    combination), both on fresh images drawn with ``seed``.
+    """
+    image_size = model.config.image_resolution
+    held = ShapesWorld(n, split="heldout", seed=seed, image_size=image_size, styles=styles, heldout=heldout)
+    everything = ShapesWorld(n, split="all", seed=seed + 1, image_size=image_size, styles=styles, heldout=heldout)
+    names = class_names()
+    held_names = [f"{c} {s}" for c, s in heldout]
+    held_index = {name: i for i, name in enumerate(held_names)}
+    held_labels = torch.tensor([held_index[names[i]] for i in held.labels("pair").tolist()])
+    results = {
+        "heldout_acc": zero_shot_accuracy(model, held.tensors(), held_labels,
+                                          build_zero_shot_classifier(model, tokenizer, held_names)),
+        "all_acc": zero_shot_accuracy(model, everything.tensors(), everything.labels("pair"),
+                                      build_zero_shot_classifier(model, tokenizer, names)),
+    }
+    return results
+
+
+def train_recipe(name: str | Recipe, device: torch.device | str | None = None, progress: bool = True,
+                 eval_every: int | None = None, seed: int | None = None) -> TrainedCLIP:
+    """Generate the recipe's data, train a fresh model, and measure its zero-shot accuracy.
+
+    Args:
+        name: a recipe name or a :class:`Recipe`.
+        device: where to train (the default is :func:`clip_tutorial.get_device`).
+        progress: show progress bars.
+        eval_every: also measure zero-shot accuracy every this many steps (into ``history.evals``).
+        seed: overrides both the data seed and the training seed (for repeated measurements).
+    """
+    from .device import get_device, seed_everything
+
+    recipe = get_recipe(name) if isinstance(name, str) else name
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"name: expected a recipe name or a Recipe, got {type(name).__name__}")
+    if seed is not None:
+        recipe = Recipe(**{**asdict(recipe), "model": recipe.model, "data_seed": seed,
+                           "train": TrainConfig(**{**asdict(recipe.train), "seed": seed})})
+    device = torch.device(device) if device is not None else get_device()
+    seed_everything(recipe.train.seed)
+    heldout = heldout_combinations(recipe.n_heldout, seed=recipe.data_seed)
+    tokenizer = make_tokenizer(recipe.model.context_length)
+    started = time.perf_counter()
+    data = ShapesWorld(recipe.n_train, split="train", seed=recipe.data_seed, image_size=recipe.model.image_resolution,
+                       styles=recipe.styles, heldout=heldout, max_objects=recipe.max_objects)
+    images, tokens = data.tensors(), tokenizer(data.captions)
+    data_seconds = time.perf_counter() - started
+    config = recipe.model.replace(vocab_size=tokenizer.vocab_size, eot_token_id=tokenizer.eot_id)
+    model = CLIP(config).to(device)
+    eval_fn = (lambda m: evaluate_zero_shot(m, tokenizer, heldout, recipe.styles, n=500)) if eval_every else None
+    history = train_clip(model, images, tokens, recipe.train, device=device, eval_fn=eval_fn,
+                         eval_every=eval_every, progress=progress)
+    metrics = {"data_seconds": data_seconds, "train_seconds": history.seconds,
+               **evaluate_zero_shot(model, tokenizer, heldout, recipe.styles)}
+    return TrainedCLIP(model.eval(), tokenizer, recipe, history, metrics)
+
+
+def cache_dir() -> Path:
+    """Where trained recipes are cached: ``$CLIP_TUTORIAL_CACHE`` or ``~/.cache/clip_tutorial``."""
+    return Path(os.environ.get("CLIP_TUTORIAL_CACHE", Path.home() / ".cache" / "clip_tutorial"))
+
+
+def load_or_train(name: str, device: torch.device | str | None = None, progress: bool = True,
+                  retrain: bool = False) -> TrainedCLIP:
+    """Load the cached result of recipe ``name``, or train it once and cache it (safetensors).
+
+    The cache key is :meth:`Recipe.fingerprint`, so changing a recipe or the package retrains
+    instead of loading a stale model. A model loaded from the cache has an empty history.
+
+    Args:
+        name: a recipe name, see :data:`RECIPES`.
+        device: where to train and put the model.
+        progress: show progress bars while training.
+        retrain: train even when a cached model exists (and replace it).
+    """
+    from .checkpoints import checkpoint_paths, load_checkpoint, save_checkpoint
+
+    recipe = get_recipe(name)
+    path = cache_dir() / f"{recipe.name}-{recipe.fingerprint()}"
+    if not retrain and checkpoint_paths(path)[0].exists():
+        checkpoint = load_checkpoint(path)
+        model = checkpoint.model.to(device if device is not None else "cpu").eval()
+        return TrainedCLIP(model, checkpoint.tokenizer, recipe, metrics=checkpoint.metadata.get("metrics", {}))
+    trained = train_recipe(recipe, device=device, progress=progress)
+    save_checkpoint(trained.model, path, tokenizer=trained.tokenizer,
+                    metadata={"recipe": recipe.name, "fingerprint": recipe.fingerprint(), "metrics": trained.metrics})
+    return trained

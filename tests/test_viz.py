@@ -1,0 +1,182 @@
+"""Tests of clip_tutorial.viz: each function returns a labelled Figure and rejects bad input clearly."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from clip_tutorial import viz  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _uint8(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+
+
+# -- images ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_display_images_undo_the_normalisation(seed):
+    pixels = _uint8(4, seed)
+    reference = pixels.permute(0, 2, 3, 1).numpy() / 255.0
+    mean, std = torch.tensor(viz.CLIP_MEAN)[:, None, None], torch.tensor(viz.CLIP_STD)[:, None, None]
+    normalised = (pixels.float() / 255 - mean) / std
+    for images, kwargs in [(pixels, {}), (pixels.float() / 255, {}), (normalised, {"normalized": True}),
+                           (pixels.permute(0, 2, 3, 1).numpy(), {}),
+                           ([Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels], {})]:
+        shown = viz.to_display_images(images, **kwargs)
+        assert len(shown) == 4
+        np.testing.assert_allclose(np.stack(shown), reference, atol=1e-6)
+
+
+def test_display_images_single_and_grey():
+    grey = torch.rand(2, 1, 8, 8)
+    shown = viz.to_display_images(grey)
+    assert shown[0].shape == (8, 8, 3) and np.allclose(shown[0][..., 0], shown[0][..., 2])
+    assert len(viz.to_display_images(torch.rand(3, 8, 8))) == 1
+
+
+def test_show_images_grid_and_captions():
+    captions = [f"a red circle number {i} in the middle of the picture" for i in range(10)]
+    fig = viz.show_images(_uint8(10), captions, ncols=4, title="ShapesWorld")
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 10  # the two empty cells of the 3 x 4 grid are removed
+    assert all(len(ax.images) == 1 for ax in fig.axes)
+    assert fig.get_suptitle() == "ShapesWorld"
+    assert fig.axes[3].get_xlabel().replace("\n", " ") == captions[3]
+    assert "\n" in fig.axes[0].get_xlabel()  # wrapped
+    assert fig.axes[0].images[0].get_interpolation() == "nearest"
+    assert len(viz.show_images(_uint8(3)).axes) == 3
+
+
+def test_show_images_errors():
+    with pytest.raises(ValueError, match=r"captions: expected one caption per image \(3\), got 2"):
+        viz.show_images(_uint8(3), ["a", "b"])
+    with pytest.raises(TypeError, match="captions: expected a list of str"):
+        viz.show_images(_uint8(3), "a red circle")
+    with pytest.raises(ValueError, match=r"images: expected a non-empty batch of shape \(N, 3, H, W\).*got \(2, 5, 32, 32\)"):
+        viz.show_images(torch.rand(2, 5, 32, 32))
+    with pytest.raises(ValueError, match=r"pass normalized=True"):
+        viz.show_images(torch.randn(2, 3, 8, 8) * 2)
+    with pytest.raises(TypeError, match="images: expected dtype uint8 or float, got int64"):
+        viz.show_images(torch.zeros(2, 3, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="ncols: expected a positive int, got 0"):
+        viz.show_images(_uint8(2), ncols=0)
+    with pytest.raises(TypeError, match="images: expected a torch.Tensor"):
+        viz.show_images("picture.png")
+
+
+# -- similarity ------------------------------------------------------------------------------
+
+def test_plot_similarity_small_is_annotated():
+    sim = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    fig = viz.plot_similarity(sim, row_labels=["i0", "i1", "i2"], col_labels=["a", "b", "c", "d"], title="sims")
+    heat, bar = fig.axes
+    assert heat.get_title() == "sims" and heat.get_ylabel() == "images" and heat.get_xlabel() == "texts"
+    assert bar.get_ylabel() == "cosine similarity"
+    texts = [t.get_text() for t in heat.texts]
+    assert len(texts) == 12 and f"{sim[1, 2].item():.2f}" in texts
+    np.testing.assert_allclose(heat.images[0].get_array(), sim.numpy())
+    assert [t.get_text() for t in heat.get_xticklabels()] == ["a", "b", "c", "d"]
+
+
+def test_plot_similarity_large_is_not_annotated_and_thumbnails():
+    assert len(viz.plot_similarity(np.random.default_rng(0).random((13, 5))).axes[0].texts) == 0
+    fig = viz.plot_similarity(torch.rand(5, 3), images=_uint8(3), images_along="cols")
+    heat = fig.axes[0]
+    assert len(heat.images) == 1 + 3
+    assert heat.get_xlabel() == "images" and heat.get_ylabel() == "texts"
+    assert len(viz.plot_similarity(torch.rand(2, 6), images=_uint8(2)).axes[0].images) == 3
+
+
+def test_plot_similarity_errors():
+    with pytest.raises(ValueError, match=r"similarity: expected a non-empty 2-D .*got shape \(4,\)"):
+        viz.plot_similarity(torch.rand(4))
+    with pytest.raises(ValueError, match=r"row_labels: expected 3 labels .*got 2"):
+        viz.plot_similarity(torch.rand(3, 4), row_labels=["a", "b"])
+    with pytest.raises(ValueError, match=r"col_labels: expected 4 labels .*got 5"):
+        viz.plot_similarity(torch.rand(3, 4), col_labels=list("abcde"))
+    with pytest.raises(ValueError, match=r"images: expected 3 thumbnails, one per row, got 2"):
+        viz.plot_similarity(torch.rand(3, 4), images=_uint8(2))
+    with pytest.raises(ValueError, match="images_along: expected 'rows' or 'cols'"):
+        viz.plot_similarity(torch.rand(3, 4), images_along="x")
+    with pytest.raises(TypeError, match="similarity: expected a torch.Tensor"):
+        viz.plot_similarity(None)
+
+
+# -- history ---------------------------------------------------------------------------------
+
+@dataclass
+class _History:
+    steps: list = field(default_factory=lambda: [0, 10, 20, 30])
+    loss: list = field(default_factory=lambda: [2.0, 1.0, 0.5, 0.4])
+    temperature: list = field(default_factory=lambda: [0.07, 0.06, 0.05, 0.05])
+    lr: list = field(default_factory=lambda: [0.0, 1e-3, 1e-3, 5e-4])
+
+
+def test_plot_history_object_and_dict():
+    fig = viz.plot_history(_History(), title="run 1")
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "temperature", "lr"]
+    assert all(ax.get_xlabel() == "step" for ax in fig.axes) and fig.get_suptitle() == "run 1"
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_yscale() == "linear"
+    np.testing.assert_allclose(fig.axes[1].lines[0].get_xydata(), [[0, 0.07], [10, 0.06], [20, 0.05], [30, 0.05]])
+    fig = viz.plot_history({"loss": [3.0, 2.0, 1.5], "accuracy": [0.1, 0.5, 0.7]}, keys=["accuracy"])
+    assert len(fig.axes) == 1 and list(fig.axes[0].lines[0].get_xdata()) == [0, 1, 2]
+    fig = viz.plot_history({"loss": list(np.linspace(3, 1, 50))}, smooth=5)
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) == 2
+
+
+def test_plot_history_errors():
+    with pytest.raises(ValueError, match=r"keys: expected names recorded in history .*got 'acc'"):
+        viz.plot_history(_History(), keys=["loss", "acc"])
+    with pytest.raises(ValueError, match=r"expected one 'loss' value per step \(4\), got 3"):
+        viz.plot_history({"steps": [0, 1, 2, 3], "loss": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match="expected at least one of 'loss', 'temperature', 'lr'"):
+        viz.plot_history({"steps": [0], "other": [1.0]})
+    with pytest.raises(TypeError, match="history: expected a dict of lists"):
+        viz.plot_history([1.0, 2.0])
+    with pytest.raises(ValueError, match="keys: expected at least one name to plot"):
+        viz.plot_history(_History(), keys=[])
+    with pytest.raises(ValueError, match="smooth: expected a positive int"):
+        viz.plot_history(_History(), smooth=0)
+
+
+# -- bars ------------------------------------------------------------------------------------
+
+def test_plot_accuracy_bars():
+    values = {"CNN": 0.93, "CLIP zero-shot": torch.tensor(0.78), "held-out": np.float32(0.41)}
+    fig = viz.plot_accuracy_bars(values, title="CNN vs CLIP", chance=0.2)
+    (ax,) = fig.axes
+    assert ax.get_title() == "CNN vs CLIP" and ax.get_ylabel() == "accuracy"
+    np.testing.assert_allclose([p.get_height() for p in ax.patches], [0.93, 0.78, 0.41], rtol=1e-6)
+    labels = [t.get_text() for t in ax.texts]
+    assert labels == ["93.0%", "78.0%", "41.0%"]
+    assert ax.lines[0].get_ydata()[0] == pytest.approx(0.2) and "chance" in ax.get_legend().get_texts()[0].get_text()
+    fig = viz.plot_accuracy_bars({"a": 12.0, "b": 3.5}, title="loss", ylabel="loss", fmt="{:.1f}")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["12.0", "3.5"]
+
+
+def test_plot_accuracy_bars_errors():
+    with pytest.raises(ValueError, match="named_values: expected at least one bar"):
+        viz.plot_accuracy_bars({}, title="x")
+    with pytest.raises(TypeError, match="named_values: expected a dict"):
+        viz.plot_accuracy_bars([0.1, 0.2], title="x")
+    with pytest.raises(TypeError, match="named_values: expected a number for 'a', got str"):
+        viz.plot_accuracy_bars({"a": "high"}, title="x")
+    with pytest.raises(ValueError, match="named_values: expected a finite number for 'a', got nan"):
+        viz.plot_accuracy_bars({"a": float("nan")}, title="x")
