@@ -752,3 +752,19 @@ def test_config_dict_round_trip():
 def test_clip_requires_a_config():
     with pytest.raises(TypeError, match="config"):
         CLIP({"embed_dim": 64})
+
+
+@pytest.mark.parametrize("scale", [255.0, -255.0])
+def test_unnormalised_pixels_rejected(small_model, scale):
+    # 0-255 pixels passed as floats would give a silently wrong embedding; the model says so instead.
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * scale
+    with pytest.raises(ValueError, match=r"images: expected normalised pixels"):
+        small_model.encode_image(images)
+
+
+def test_normalised_pixels_accepted(small_model):
+    from clip_tutorial.data import MEAN, STD
+
+    pixels = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    normalised = (pixels - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    assert small_model.encode_image(normalised).shape == (2, small_model.config.embed_dim)

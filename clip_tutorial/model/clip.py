@@ -18,6 +18,8 @@ __all__ = ["CLIP", "CLIPOutput", "MAX_LOGIT_SCALE"]
 
 #: CLIP clamps the learned logit scale so that it never exceeds 100 (a temperature of 0.01).
 MAX_LOGIT_SCALE = 100.0
+#: Largest absolute pixel value ``encode_image`` accepts; normalised images stay far below it.
+MAX_PIXEL = 20.0
 
 
 class CLIPOutput(tuple):
@@ -97,6 +99,13 @@ class CLIP(nn.Module):
             )
         if images.shape[0] == 0:
             raise ValueError("images: expected at least one image, got an empty batch")
+        # Normalised pixels lie within about +-3; values in the tens mean 0-255 pixels slipped through.
+        low, high = float(images.min()), float(images.max())
+        if low < -MAX_PIXEL or high > MAX_PIXEL:
+            raise ValueError(
+                f"images: expected normalised pixels (roughly -3 to 3), got values in [{low:.1f}, {high:.1f}]; "
+                "scale 0-255 pixels to [0, 1] and normalise with the dataset mean and std first"
+            )
 
     def _check_tokens(self, text: torch.Tensor) -> None:
         if not isinstance(text, torch.Tensor):
