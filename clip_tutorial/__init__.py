@@ -14,6 +14,7 @@ from .train import History, TrainConfig, train_clip  # noqa: E402
 from .zeroshot import build_zero_shot_classifier, encode_images, encode_texts, zero_shot_accuracy, zero_shot_predict  # noqa: E402
 from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from .recipes import RECIPES, TrainedCLIP, load_or_train, train_recipe  # noqa: E402
+from .baselines import FixedClassCNN, classifier_accuracy, train_classifier  # noqa: E402
 from . import viz, exercises  # noqa: E402
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "heldout_combinations", "vocabulary", "WordTokenizer", "CLIP", "CLIPConfig", "get_config", "list_configs",
     "clip_loss", "History", "TrainConfig", "train_clip", "build_zero_shot_classifier", "encode_images",
     "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "load_checkpoint", "save_checkpoint", "RECIPES",
-    "TrainedCLIP", "load_or_train", "train_recipe", "viz", "exercises",
+    "TrainedCLIP", "load_or_train", "train_recipe", "FixedClassCNN", "classifier_accuracy", "train_classifier",
+    "viz", "exercises",
 ]

@@ -121,7 +121,9 @@ def show_images(images: Any, captions: Sequence[str] | None = None, ncols: int =
         raise ValueError(f"ncols: expected a positive int, got {ncols!r}")
     ncols = min(ncols, len(pictures))
     nrows = math.ceil(len(pictures) / ncols)
-    wrapped = [textwrap.fill(str(c), wrap) for c in captions] if captions is not None else []
+    # Wrap each line of a caption separately, so line breaks the caller put in survive.
+    wrapped = (["\n".join(textwrap.fill(line, wrap) for line in str(c).splitlines()) for c in captions]
+               if captions is not None else [])
     lines = max((w.count("\n") + 1 for w in wrapped), default=0)
     fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
                              figsize=(1.5 * ncols, nrows * (1.5 + 0.17 * lines) + (0.3 if title else 0)))

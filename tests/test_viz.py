@@ -180,3 +180,11 @@ def test_plot_accuracy_bars_errors():
         viz.plot_accuracy_bars({"a": "high"}, title="x")
     with pytest.raises(ValueError, match="named_values: expected a finite number for 'a', got nan"):
         viz.plot_accuracy_bars({"a": float("nan")}, title="x")
+
+
+def test_show_images_keeps_caption_line_breaks():
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    fig = viz.show_images(images, ["first line\nsecond line", "one line"], ncols=2)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts] + [ax.get_xlabel() for ax in fig.axes] + \
+        [ax.get_title() for ax in fig.axes]
+    assert any(t == "first line\nsecond line" for t in texts), texts
