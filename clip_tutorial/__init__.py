@@ -15,7 +15,7 @@ from .zeroshot import build_zero_shot_classifier, encode_images, encode_texts, z
 from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from .recipes import RECIPES, TrainedCLIP, load_or_train, train_recipe  # noqa: E402
 from .baselines import FixedClassCNN, classifier_accuracy, train_classifier  # noqa: E402
-from . import viz, exercises  # noqa: E402
+from . import exercises, probes, viz, widgets  # noqa: E402
 
 __all__ = [
     "__version__", "get_device", "seed_everything", "setup_notebook", "ShapesWorld", "class_names",
@@ -23,5 +23,5 @@ __all__ = [
     "clip_loss", "History", "TrainConfig", "train_clip", "build_zero_shot_classifier", "encode_images",
     "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "load_checkpoint", "save_checkpoint", "RECIPES",
     "TrainedCLIP", "load_or_train", "train_recipe", "FixedClassCNN", "classifier_accuracy", "train_classifier",
-    "viz", "exercises",
+    "exercises", "probes", "viz", "widgets",
 ]

@@ -76,7 +76,15 @@ RECIPES: dict[str, Recipe] = {
         name="ch1-demo",
         description="Chapter 1's live run: a tiny ViT CLIP trained in under a minute on two CPU cores.",
         model=_TINY,
-        train=TrainConfig(steps=400, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1),
+        train=TrainConfig(steps=600, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1),
+    ),
+    "ch1-scenes": Recipe(
+        name="ch1-scenes",
+        description="Chapter 1.7's probe model: trained on scenes of up to four objects, with relation and count captions.",
+        model=_TINY.replace(context_length=16),
+        train=TrainConfig(steps=350, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1),
+        n_train=15_000,
+        max_objects=4,
     ),
 }
 

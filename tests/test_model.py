@@ -768,3 +768,11 @@ def test_normalised_pixels_accepted(small_model):
     pixels = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(4))
     normalised = (pixels - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
     assert small_model.encode_image(normalised).shape == (2, small_model.config.embed_dim)
+
+
+def test_encode_image_on_the_meta_device():
+    # Counting FLOPs or shapes on the meta device must not trip over the pixel-range check.
+    with torch.device("meta"):
+        model = CLIP(get_config("ViT-B/32"))
+        features = model.encode_image(torch.empty(2, 3, 224, 224))
+    assert features.shape == (2, 512) and features.is_meta
