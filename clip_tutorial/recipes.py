@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,8 +161,7 @@ def train_recipe(name: str | Recipe, device: torch.device | str | None = None, p
     if not isinstance(recipe, Recipe):
         raise TypeError(f"name: expected a recipe name or a Recipe, got {type(name).__name__}")
     if seed is not None:
-        recipe = Recipe(**{**asdict(recipe), "model": recipe.model, "data_seed": seed,
-                           "train": TrainConfig(**{**asdict(recipe.train), "seed": seed})})
+        recipe = replace(recipe, data_seed=seed, train=replace(recipe.train, seed=seed))
     device = torch.device(device) if device is not None else get_device()
     seed_everything(recipe.train.seed)
     heldout = heldout_combinations(recipe.n_heldout, seed=recipe.data_seed)

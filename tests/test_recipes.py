@@ -1,0 +1,62 @@
+"""Tests of the training recipes and the trained-model cache (with a miniature recipe)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from clip_tutorial import recipes
+from clip_tutorial.train import TrainConfig
+
+
+@pytest.fixture()
+def mini(monkeypatch, tmp_path):
+    """A recipe small enough to train in a second, registered under its own name, with an empty cache."""
+    base = recipes.get_recipe("ch1-demo")
+    recipe = dataclasses.replace(
+        base, name="mini", n_train=256,
+        model=base.model.replace(vision_width=16, transformer_width=16, embed_dim=16),
+        train=TrainConfig(steps=4, batch_size=64, warmup_steps=1),
+    )
+    monkeypatch.setitem(recipes.RECIPES, "mini", recipe)
+    monkeypatch.setenv("CLIP_TUTORIAL_CACHE", str(tmp_path))
+    monkeypatch.setattr(recipes, "evaluate_zero_shot",
+                        lambda model, tokenizer, heldout, styles=(), n=0, seed=0: {"heldout_acc": 0.5, "all_acc": 0.25})
+    return recipe
+
+
+def test_unknown_recipe_lists_the_known_ones():
+    with pytest.raises(ValueError, match="ch1-demo"):
+        recipes.get_recipe("no-such-recipe")
+
+
+def test_fingerprint_follows_every_setting():
+    recipe = recipes.get_recipe("ch1-demo")
+    assert recipe.fingerprint() == recipes.get_recipe("ch1-demo").fingerprint()
+    assert recipe.fingerprint() != dataclasses.replace(recipe, data_seed=1).fingerprint()
+    assert recipe.fingerprint() != dataclasses.replace(recipe, train=TrainConfig(steps=700)).fingerprint()
+
+
+def test_load_or_train_trains_once_then_loads_the_same_weights(mini, tmp_path):
+    first = recipes.load_or_train("mini", device="cpu", progress=False)
+    assert len(first.history.loss) == mini.train.steps
+    assert list(tmp_path.glob("mini-*.safetensors")), "the trained model is cached"
+    second = recipes.load_or_train("mini", device="cpu", progress=False)
+    assert second.history.loss == [], "a cached model is loaded, not trained"
+    assert second.metrics["heldout_acc"] == first.metrics["heldout_acc"]
+    for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
+        assert torch.equal(a.cpu(), b.cpu()), name
+    assert second.tokenizer.itos == first.tokenizer.itos
+    third = recipes.load_or_train("mini", device="cpu", progress=False, retrain=True)
+    assert len(third.history.loss) == mini.train.steps
+
+
+def test_train_recipe_uses_the_recipe_and_the_seed_override(mini):
+    trained = recipes.train_recipe("mini", device="cpu", progress=False, seed=3)
+    assert trained.recipe.data_seed == 3 and trained.recipe.train.seed == 3
+    assert trained.model.config.vocab_size == trained.tokenizer.vocab_size
+    assert trained.model.config.eot_token_id == trained.tokenizer.eot_id
+    assert {"data_seconds", "train_seconds", "heldout_acc", "all_acc"} <= set(trained.metrics)
+    with pytest.raises(TypeError, match="name"):
+        recipes.train_recipe(42)

@@ -1,0 +1,83 @@
+"""Tests of zero-shot classification against direct computations with the model's encoders."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_tiny_clip
+
+from clip_tutorial.zeroshot import (build_zero_shot_classifier, encode_images, encode_texts, zero_shot_accuracy,
+                                    zero_shot_predict)
+
+CLASSES = ["red circle", "blue square", "green star", "black heart", "pink cross"]
+TEMPLATES = ["a photo of a {}", "a drawing of a {}", "there is a {}"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tokenizer = make_tiny_clip(12, seed=3)
+    with torch.no_grad():  # make the towers less uniform than at initialisation
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    images = torch.randn(21, 3, 32, 32, generator=torch.Generator().manual_seed(7))
+    return model, tokenizer, images
+
+
+def test_classifier_is_the_renormalised_mean_of_normalised_prompt_embeddings(tiny):
+    model, tokenizer, _ = tiny
+    classifier = build_zero_shot_classifier(model, tokenizer, CLASSES, TEMPLATES)
+    assert classifier.shape == (model.config.embed_dim, len(CLASSES))
+    with torch.no_grad():
+        for c, name in enumerate(CLASSES):
+            per_template = F.normalize(model.encode_text(tokenizer([t.format(name) for t in TEMPLATES])), dim=-1)
+            expected = F.normalize(per_template.mean(dim=0), dim=0)
+            torch.testing.assert_close(classifier[:, c], expected, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(classifier.norm(dim=0), torch.ones(len(CLASSES)))
+
+
+def test_predictions_and_accuracy_match_a_direct_computation(tiny):
+    model, tokenizer, images = tiny
+    classifier = build_zero_shot_classifier(model, tokenizer, CLASSES)
+    with torch.no_grad():
+        logits = F.normalize(model.encode_image(images), dim=-1) @ classifier
+    expected = logits.argmax(dim=1)
+    assert torch.equal(zero_shot_predict(model, images, classifier), expected)
+    labels = torch.randint(0, len(CLASSES), (images.shape[0],), generator=torch.Generator().manual_seed(1))
+    labels[:5] = expected[:5]
+    assert zero_shot_accuracy(model, images, labels, classifier) == pytest.approx(
+        (expected == labels).float().mean().item())
+
+
+def test_batched_encoding_does_not_change_the_embeddings(tiny):
+    model, tokenizer, images = tiny
+    torch.testing.assert_close(encode_images(model, images, batch_size=4), encode_images(model, images),
+                               atol=1e-6, rtol=1e-5)
+    texts = [f"a photo of a {name}" for name in CLASSES]
+    torch.testing.assert_close(encode_texts(model, tokenizer, texts, batch_size=2),
+                               encode_texts(model, tokenizer, texts), atol=1e-6, rtol=1e-5)
+    assert not model.training
+
+
+@pytest.mark.parametrize("classnames, templates, match", [
+    ([], TEMPLATES, "classnames"), ("red circle", TEMPLATES, "classnames"),
+    (CLASSES, [], "templates"), (CLASSES, ["a photo of a thing"], "templates"),
+])
+def test_bad_classifier_input(tiny, classnames, templates, match):
+    model, tokenizer, _ = tiny
+    with pytest.raises(ValueError, match=match):
+        build_zero_shot_classifier(model, tokenizer, classnames, templates)
+
+
+def test_bad_prediction_input(tiny):
+    model, tokenizer, images = tiny
+    classifier = build_zero_shot_classifier(model, tokenizer, CLASSES)
+    with pytest.raises(ValueError, match="classifier"):
+        zero_shot_predict(model, images, classifier.t())
+    with pytest.raises(ValueError, match="labels"):
+        zero_shot_accuracy(model, images, torch.zeros(3, dtype=torch.long), classifier)
+    with pytest.raises(ValueError, match="texts"):
+        encode_texts(model, tokenizer, [])
+    with pytest.raises(ValueError, match="images"):
+        encode_images(model, torch.zeros(0, 3, 32, 32))
+    with pytest.raises(TypeError, match="images"):
+        encode_images(model, [[0.0]])
