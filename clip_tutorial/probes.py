@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import COLOURS, MEAN, RELATIONS, SHAPES, SIZES, STD, count_caption, count_scene, relation_caption
-from .data import relation_scene, render_scene
+from .data import normalize_images, relation_scene, render_scene
 from .data.render import POSITIONS, ShapeSpec, check_choice, check_int, place
 from .model import CLIP
 from .zeroshot import encode_images, encode_texts
@@ -146,12 +146,6 @@ def _check_model(model: object, tokenizer: object) -> None:
         raise TypeError(f"tokenizer: expected a tokenizer (a callable from texts to token ids), got {type(tokenizer).__name__}")
 
 
-def _model_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels -> float pixels normalised with ``MEAN`` and ``STD``, as ``ShapesWorld.tensors()``."""
-    x = images.float().div(255.0)
-    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-
-
 def multiple_choice_probe(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, candidates: Sequence[Sequence[str]],
                           labels: Sequence[int] | torch.Tensor, groups: Sequence[str] | None = None,
                           name: str = "probe", classes: Sequence[str] | None = None,
@@ -185,7 +179,7 @@ def multiple_choice_probe(model: CLIP, tokenizer: Tokenizer, images: torch.Tenso
         raise TypeError(f"images: expected a tensor (N, 3, H, W), got "
                         f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
     if images.dtype == torch.uint8:
-        pixels, inputs = images, _model_input(images)
+        pixels, inputs = images, normalize_images(images)
     elif images.is_floating_point():
         inputs = images
         std, mean = torch.tensor(STD).view(1, 3, 1, 1), torch.tensor(MEAN).view(1, 3, 1, 1)
@@ -264,7 +258,7 @@ def render_probe_images(scenes: Sequence[Sequence[ShapeSpec]], image_size: int =
     arrays = [np.asarray(render_scene(scene, image_size, seed=None if seeds is None else seeds[i]))
               for i, scene in enumerate(scenes)]
     images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    return _model_input(images) if normalize else images
+    return normalize_images(images) if normalize else images
 
 
 def _render(scenes: list[list[ShapeSpec]], image_size: int, rng: random.Random) -> torch.Tensor:

@@ -403,3 +403,15 @@ def test_dataset_rejects_bad_input_naming_the_argument(kwargs, error, name):
 def test_helpers_reject_bad_input_naming_the_argument(call, error, name):
     with pytest.raises(error, match=f"^{re.escape(name)}"):
         call()
+
+
+def test_normalize_images_matches_the_formula_and_rejects_bad_input():
+    from clip_tutorial.data import MEAN, STD, normalize_images
+
+    pixels = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    expected = torch.stack([(pixels[:, c].float() / 255 - MEAN[c]) / STD[c] for c in range(3)], dim=1)
+    torch.testing.assert_close(normalize_images(pixels), expected)
+    with pytest.raises(TypeError, match="pixels"):
+        normalize_images(pixels.float())
+    with pytest.raises(ValueError, match="pixels"):
+        normalize_images(pixels[:, :2])

@@ -10,10 +10,10 @@ normalised with CLIP's ``MEAN`` and ``STD``.
 from .render import (BACKGROUND, COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES, STYLES, ShapeSpec, count_scene,
                      relation_scene, render_scene)
 from .shapesworld import (MEAN, NUMBER_WORDS, SHAPE_SYNONYMS, STD, TEMPLATES, ShapesWorld, class_names,
-                          count_caption, heldout_combinations, plural, relation_caption, vocabulary)
+                          count_caption, heldout_combinations, normalize_images, plural, relation_caption, vocabulary)
 
 __all__ = [
     "BACKGROUND", "COLOURS", "MEAN", "NUMBER_WORDS", "POSITIONS", "RELATIONS", "SHAPES", "SHAPE_SYNONYMS", "SIZES",
     "STD", "STYLES", "TEMPLATES", "ShapeSpec", "ShapesWorld", "class_names", "count_caption", "count_scene",
-    "heldout_combinations", "plural", "relation_caption", "relation_scene", "render_scene", "vocabulary",
+    "heldout_combinations", "normalize_images", "plural", "relation_caption", "relation_scene", "render_scene", "vocabulary",
 ]

@@ -56,6 +56,24 @@ SPLITS = ("train", "heldout", "all")
 _CANONICAL_P = 0.75  # probability of the canonical shape word rather than a synonym
 
 
+def normalize_images(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (N, 3, H, W) -> float32 pixels scaled to [0, 1] and normalised with ``MEAN``/``STD``.
+
+    This is the input the model expects; explained in Chapter 1 and Chapter 3.1.
+
+    Raises:
+        TypeError: if ``pixels`` is not a uint8 tensor.
+        ValueError: if it is not of shape (N, 3, H, W).
+    """
+    if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8:
+        raise TypeError(f"pixels: expected a uint8 tensor of 0-255 values, got "
+                        f"{pixels.dtype if isinstance(pixels, torch.Tensor) else type(pixels).__name__}")
+    if pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"pixels: expected shape (N, 3, H, W), got {tuple(pixels.shape)}")
+    x = pixels.float().div_(255.0)
+    return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
 def plural(word: str) -> str:
     """Plural of a shape word, e.g. ``"box"`` -> ``"boxes"`` (Chapter 3.1)."""
     return _IRREGULAR_PLURALS.get(word, word + "s")
@@ -290,10 +308,7 @@ class ShapesWorld(torch.utils.data.Dataset):
 
         Explained in Chapter 3.1. With ``normalize=False`` the values are in [0, 1].
         """
-        x = self.images.float().div_(255.0)
-        if normalize:
-            x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
-        return x
+        return normalize_images(self.images) if normalize else self.images.float().div_(255.0)
 
     def labels(self, kind: str = "pair") -> torch.Tensor:
         """Class index of each sample's first object, as a LongTensor of length ``n``.
