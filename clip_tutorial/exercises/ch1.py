@@ -52,6 +52,16 @@ def _pick(table: list[tuple], g: torch.Generator, trial: int, low: int = 1, high
     return tuple(int(torch.randint(low, high, (), generator=g)) for _ in table[0])
 
 
+def _two_feature_sets(table: list[tuple]) -> Callable[[torch.Generator, int], tuple]:
+    """Inputs maker for functions of two feature matrices: (rows_a, rows_b, dim) drawn from ``table``."""
+
+    def make(g: torch.Generator, trial: int) -> tuple:
+        rows_a, rows_b, dim = _pick(table, g, trial)
+        return _features(g, rows_a, max(dim, 2)), _features(g, rows_b, max(dim, 2))
+
+    return make
+
+
 def _run(fn: Any, reference: Callable[..., Any], make: Callable[[torch.Generator, int], tuple], hints: list[Hint],
          name: str, trials: int, seed: int | None, verbose: bool, **options: Any) -> CheckResult:
     ensure_callable(fn, "fn")
@@ -95,12 +105,7 @@ def check_cosine_similarity(fn: Callable[[torch.Tensor, torch.Tensor], torch.Ten
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when ``fn`` is correct.
     """
     table = [(4, 6, 8), (5, 3, 16), (1, 1, 8), (1, 4, 8), (7, 1, 3), (6, 6, 32)]
-
-    def make(g: torch.Generator, trial: int) -> tuple:
-        n, m, d = _pick(table, g, trial)
-        return _features(g, n, max(d, 2)), _features(g, m, max(d, 2))
-
-    return _run(fn, reference_cosine_similarity, make, _COSINE_HINTS, "cosine_similarity", trials, seed, verbose)
+    return _run(fn, reference_cosine_similarity, _two_feature_sets(table), _COSINE_HINTS, "cosine_similarity", trials, seed, verbose)
 
 
 def _ce(logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -185,12 +190,7 @@ def check_zero_shot_predict(fn: Callable[[torch.Tensor, torch.Tensor], torch.Ten
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when ``fn`` is correct.
     """
     table = [(20, 5, 8), (1, 5, 8), (7, 7, 8), (10, 1, 4), (3, 10, 16), (1, 1, 4)]
-
-    def make(g: torch.Generator, trial: int) -> tuple:
-        n, c, d = _pick(table, g, trial)
-        return _features(g, n, max(d, 2)), _features(g, c, max(d, 2))
-
-    return _run(fn, reference_zero_shot_predict, make, _ZERO_SHOT_HINTS, "zero_shot_predict", trials, seed, verbose)
+    return _run(fn, reference_zero_shot_predict, _two_feature_sets(table), _ZERO_SHOT_HINTS, "zero_shot_predict", trials, seed, verbose)
 
 
 _TEMPERATURE_HINTS = [
