@@ -6,6 +6,9 @@ PY := $(VENV)/bin/python
 # On machines without torch we install the CPU build that lies on local disk here;
 # override TORCH_SPEC to pick another build.  Torch is only a lower bound in pyproject.toml.
 TORCH_SPEC ?= torch==2.13.0
+# Reference implementation for the fidelity tests (tokenizer, ResNet).  Installed without its
+# dependencies: it would pull torchvision, and the tests load only its torch-only modules.
+REFERENCE_SPEC ?= open_clip_torch==3.3.0
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: install test unit notebooks book benchmark clean
@@ -14,6 +17,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
 	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install --no-deps "$(REFERENCE_SPEC)"
 	touch $(STAMP)
 
 install: $(STAMP)

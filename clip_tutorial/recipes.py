@@ -56,15 +56,28 @@ class Recipe:
     n_heldout: int = 16
 
     def fingerprint(self) -> str:
-        """A short hash of every setting and of the package's source, used to key the cache.
+        """A short hash of every setting and of the source that makes the model, used to key the cache.
 
-        Hashing the source too means that a change to the model, the data or the training loop
-        retrains instead of loading a model made by older code.
+        Hashing the source too means that a change to the model, the data, the tokenizer or the
+        training loop retrains instead of loading a model made by older code.
         """
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode())
-        for source in sorted(Path(__file__).parent.rglob("*.py")):
+        for source in _training_sources():
             digest.update(source.read_bytes())
         return digest.hexdigest()[:12]
+
+
+#: The package files whose code decides what a recipe trains; editing any of them retrains.
+TRAINING_SOURCES = ("model", "data", "tokenizer.py", "loss.py", "train.py", "recipes.py", "device.py", "checkpoints.py")
+
+
+def _training_sources() -> list[Path]:
+    root = Path(__file__).parent
+    files: list[Path] = []
+    for name in TRAINING_SOURCES:
+        path = root / name
+        files.extend(sorted(path.rglob("*.py")) if path.is_dir() else [path])
+    return files
 
 
 _TINY = CLIPConfig(embed_dim=64, image_resolution=32, vision_layers=2, vision_width=64, vision_patch_size=8,

@@ -107,10 +107,23 @@ def test_every_chapter_page_is_in_the_toc():
     assert not missing, f"pages under chapters/ that _toc.yml does not list: {missing}"
 
 
-def test_chapter_1_notebooks_are_in_reading_order():
-    entries = [e for e in TOC_FILES if e.startswith("chapters/ch1/") and e != "chapters/ch1/index"]
-    assert entries == sorted(entries)
-    assert len(entries) == 7
+# Chapter folder -> number of notebook pages it holds.
+EXPECTED_CHAPTERS = {"ch1": 7, "ch2": 5, "ch4": 2}
+
+
+@pytest.mark.parametrize("chapter", sorted(EXPECTED_CHAPTERS))
+def test_chapter_notebooks_are_in_reading_order(chapter):
+    prefix = f"chapters/{chapter}/"
+    entries = [e for e in TOC_FILES if e.startswith(prefix) and e != f"{prefix}index"]
+    assert entries == sorted(entries), f"{chapter}: the toc lists its notebooks out of order"
+    assert len(entries) == EXPECTED_CHAPTERS[chapter], entries
+    assert f"{prefix}index" in TOC_FILES, f"{chapter} has no overview page in _toc.yml"
+    assert TOC_FILES.index(f"{prefix}index") < TOC_FILES.index(entries[0]), "the overview comes first"
+
+
+def test_chapters_appear_in_order():
+    indexes = [e for e in TOC_FILES if e.startswith("chapters/") and e.endswith("/index")]
+    assert indexes == sorted(indexes) and len(indexes) == len(EXPECTED_CHAPTERS), indexes
 
 
 # -- the configuration -----------------------------------------------------------------

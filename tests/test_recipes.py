@@ -60,3 +60,10 @@ def test_train_recipe_uses_the_recipe_and_the_seed_override(mini):
     assert {"data_seconds", "train_seconds", "heldout_acc", "all_acc"} <= set(trained.metrics)
     with pytest.raises(TypeError, match="name"):
         recipes.train_recipe(42)
+
+
+def test_fingerprint_hashes_the_training_code_that_exists():
+    sources = recipes._training_sources()
+    assert all(path.is_file() for path in sources), [p for p in sources if not p.is_file()]
+    names = {path.name for path in sources}
+    assert {"clip.py", "train.py", "shapesworld.py", "tokenizer.py", "loss.py"} <= names
