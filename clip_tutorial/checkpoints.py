@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .convert import check_state_dict
 from .model import CLIP, CLIPConfig
 from .tokenizer import WordTokenizer
 
@@ -190,25 +191,6 @@ def _config_differences(given: CLIPConfig, stored: CLIPConfig) -> list[str]:
     ]
 
 
-def _state_dict_problems(model: CLIP, state: dict[str, torch.Tensor]) -> list[str]:
-    expected = model.state_dict()
-    problems = []
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing:
-        problems.append(f"missing keys {missing}")
-    if unexpected:
-        problems.append(f"unexpected keys {unexpected}")
-    shapes = [
-        f"{name} (model {tuple(expected[name].shape)}, file {tuple(state[name].shape)})"
-        for name in sorted(set(expected) & set(state))
-        if expected[name].shape != state[name].shape
-    ]
-    if shapes:
-        problems.append("wrong shapes " + ", ".join(shapes))
-    return problems
-
-
 def load_checkpoint(path: str | os.PathLike, config: CLIPConfig | None = None,
                     map_location: str | torch.device = "cpu") -> Checkpoint:
     """Load a checkpoint written by :func:`save_checkpoint`.
@@ -262,9 +244,7 @@ def load_checkpoint(path: str | os.PathLike, config: CLIPConfig | None = None,
     except Exception as err:  # safetensors raises its own SafetensorError and others on bad bytes
         raise ValueError(f"checkpoint file {weights_path} is corrupted: expected safetensors data, got {err}") from err
     model = CLIP(stored)
-    problems = _state_dict_problems(model, state)
-    if problems:
-        raise ValueError(f"checkpoint file {weights_path}: the weights do not fit the model: " + "; ".join(problems))
+    check_state_dict(model.state_dict(), state, f"checkpoint file {weights_path}")
     float_dtypes = {t.dtype for t in state.values() if t.is_floating_point()}
     if len(float_dtypes) == 1 and float_dtypes != {torch.float32}:
         model = model.to(float_dtypes.pop())  # keep a half-precision checkpoint in half precision

@@ -68,7 +68,9 @@ class Recipe:
 
 
 #: The package files whose code decides what a recipe trains; editing any of them retrains.
-TRAINING_SOURCES = ("model", "data", "tokenizer.py", "loss.py", "train.py", "recipes.py", "device.py", "checkpoints.py")
+#: (The recipes train vision transformers, so the ResNet tower and the size/cost tools are not among them.)
+TRAINING_SOURCES = ("model/config.py", "model/transformer.py", "model/vision.py", "model/clip.py", "data",
+                    "tokenizer.py", "loss.py", "train.py", "recipes.py", "device.py", "checkpoints.py")
 
 
 def _training_sources() -> list[Path]:

@@ -10,15 +10,87 @@ Explained in Chapter 1 and, for BPE, Chapter 2.2.
 """
 from __future__ import annotations
 
+import array
 import json
 from collections.abc import Iterable, Sequence
 
 import torch
 
-__all__ = ["WordTokenizer"]
+__all__ = ["BaseTokenizer", "WordTokenizer"]
 
 
-class WordTokenizer:
+class BaseTokenizer:
+    """What every tokenizer of the package shares: the id layout and the padded, truncated batches.
+
+    Subclasses set ``itos`` (the token string of every id, the start and end tokens last) and
+    ``context_length``, and implement :meth:`encode_one`. Padding uses id 0 and the end token has
+    the highest id, so pooling "at the largest id" finds it, as OpenAI's code does.
+    """
+
+    itos: list[str]
+    context_length: int
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids, special tokens included."""
+        return len(self.itos)
+
+    @property
+    def pad_id(self) -> int:
+        """Id of the padding token (0)."""
+        return 0
+
+    @property
+    def sot_id(self) -> int:
+        """Id of the start-of-text token."""
+        return self.vocab_size - 2
+
+    @property
+    def eot_id(self) -> int:
+        """Id of the end-of-text token, the highest id."""
+        return self.vocab_size - 1
+
+    @staticmethod
+    def check_context_length(length: object) -> int:
+        """Return ``length`` if it is an int >= 2 (room for the start and end tokens), else raise ``ValueError``."""
+        if isinstance(length, bool) or not isinstance(length, int) or length < 2:
+            raise ValueError(f"context_length: expected an int >= 2 (room for start and end tokens), got {length!r}")
+        return length
+
+    def encode_one(self, text: str) -> list[int]:
+        """Ids of one text with start and end tokens, no padding or truncation."""
+        raise NotImplementedError
+
+    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        """Encode text(s) into a LongTensor (batch, context_length), padded with zeros.
+
+        A text longer than the context is truncated and its last id replaced by the end token,
+        as ``open_clip.tokenize`` does, so the text tower still has an end token to read.
+
+        Raises:
+            TypeError: if ``texts`` is not a str or a sequence of str.
+            ValueError: if ``texts`` is empty or ``context_length`` is < 2.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+            kind = type(texts).__name__ if not isinstance(texts, Sequence) else "a sequence holding non-str items"
+            raise TypeError(f"texts: expected a str or a list of str, got {kind}")
+        if len(texts) == 0:
+            raise ValueError("texts: expected at least one text, got an empty list")
+        length = self.context_length if context_length is None else self.check_context_length(context_length)
+        flat = array.array("q")  # one flat int64 buffer: much faster to turn into a tensor than nested lists
+        for text in texts:
+            ids = self.encode_one(text)
+            if len(ids) > length:
+                ids = ids[:length]
+                ids[-1] = self.eot_id
+            flat.extend(ids)
+            flat.extend([self.pad_id] * (length - len(ids)))
+        return torch.frombuffer(flat, dtype=torch.long).clone().view(len(texts), length)
+
+
+class WordTokenizer(BaseTokenizer):
     """Map lower-case, whitespace-separated words to ids, CLIP style.
 
     Ids: ``<pad>`` = 0, ``<unk>`` = 1, the words from 2 on, then ``<start>`` and ``<end>`` last.
@@ -40,36 +112,14 @@ class WordTokenizer:
         bad = [w for w in vocab if w in specials or self.split(w) != [w]]
         if bad:
             raise ValueError(f"words: expected single words (letters, digits, '-' or ''') that are not special tokens, got {bad[:5]}")
-        if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
-            raise ValueError(f"context_length: expected an int >= 2 (room for start and end), got {context_length!r}")
-        self.context_length = context_length
+        self.context_length = self.check_context_length(context_length)
         self.itos = [self.PAD, self.UNK, *vocab, self.SOT, self.EOT]
         self.stoi = {w: i for i, w in enumerate(self.itos)}
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of ids, special tokens included."""
-        return len(self.itos)
-
-    @property
-    def pad_id(self) -> int:
-        """Id of the padding token (0)."""
-        return 0
 
     @property
     def unk_id(self) -> int:
         """Id every unknown word maps to."""
         return 1
-
-    @property
-    def sot_id(self) -> int:
-        """Id of the start-of-text token."""
-        return self.vocab_size - 2
-
-    @property
-    def eot_id(self) -> int:
-        """Id of the end-of-text token, the highest id."""
-        return self.vocab_size - 1
 
     def split(self, text: str) -> list[str]:
         """Lower-case ``text`` and split it into words (punctuation other than letters is dropped)."""
@@ -81,34 +131,6 @@ class WordTokenizer:
     def encode_one(self, text: str) -> list[int]:
         """Ids of one text with start and end tokens, no padding or truncation."""
         return [self.sot_id, *(self.stoi.get(w, self.unk_id) for w in self.split(text)), self.eot_id]
-
-    def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
-        """Encode text(s) into a LongTensor (batch, context_length), padded with zeros.
-
-        A text longer than the context is truncated and its last id replaced by the end token,
-        as ``open_clip.tokenize`` does, so the text tower still has an end token to read.
-
-        Raises:
-            TypeError: if ``texts`` is not a str or a sequence of str.
-            ValueError: if ``texts`` is empty or ``context_length`` is < 2.
-        """
-        if isinstance(texts, str):
-            texts = [texts]
-        if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
-            raise TypeError(f"texts: expected a str or a list of str, got {type(texts).__name__}")
-        if len(texts) == 0:
-            raise ValueError("texts: expected at least one text, got an empty list")
-        length = self.context_length if context_length is None else context_length
-        if isinstance(length, bool) or not isinstance(length, int) or length < 2:
-            raise ValueError(f"context_length: expected an int >= 2, got {length!r}")
-        out = torch.zeros(len(texts), length, dtype=torch.long)
-        for row, text in enumerate(texts):
-            ids = self.encode_one(text)
-            if len(ids) > length:
-                ids = ids[:length]
-                ids[-1] = self.eot_id
-            out[row, : len(ids)] = torch.tensor(ids)
-        return out
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Words of one encoded text, without start, end and padding tokens."""

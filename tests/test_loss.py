@@ -196,3 +196,92 @@ def test_loss_is_invariant_to_relabelling_the_pairs(matrix, data):
     shuffled = logits[index][:, index]
     assert clip_loss(shuffled).item() == pytest.approx(clip_loss(logits).item(), abs=1e-9)
     assert 0.0 <= contrastive_accuracy(logits) <= 1.0
+
+
+# -- Chapter 2.3: the closed-form gradient and the multi-positive loss ------------------------
+
+from clip_tutorial.loss import caption_positives, clip_loss_gradient, multi_positive_clip_loss  # noqa: E402
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 16])
+@pytest.mark.parametrize("scale", [1.0, 14.3, 100.0])
+def test_clip_loss_gradient_matches_autograd(n, scale):
+    g = torch.Generator().manual_seed(100 * n + int(scale))
+    logits = (torch.randn(n, n, generator=g, dtype=torch.float64) * scale / 3).requires_grad_(True)
+    clip_loss(logits).backward()
+    torch.testing.assert_close(clip_loss_gradient(logits.detach()), logits.grad, atol=1e-12, rtol=0)
+    # float32 as well, at float32 precision
+    torch.testing.assert_close(clip_loss_gradient(logits.detach().float()), logits.grad.float(), atol=1e-6, rtol=1e-5)
+
+
+def test_clip_loss_gradient_sums_to_zero_and_has_the_right_signs():
+    # each softmax sums to one over what it normalises, so the whole gradient sums to zero (shift invariance);
+    # matching pairs are pushed up (negative gradient), every mismatch down
+    logits = torch.randn(7, 7, generator=torch.Generator().manual_seed(4), dtype=torch.float64) * 5
+    grad = clip_loss_gradient(logits)
+    assert abs(grad.sum().item()) < 1e-12
+    assert (grad.diagonal() <= 0).all() and (grad - torch.diag(grad.diagonal()) >= 0).all()
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(3, 4), torch.zeros(3), torch.zeros(3, 3, dtype=torch.long)])
+def test_clip_loss_gradient_rejects_bad_logits(bad):
+    with pytest.raises((ValueError, TypeError), match="logits_per_image"):
+        clip_loss_gradient(bad)
+
+
+def test_caption_positives_marks_identical_captions():
+    positives = caption_positives(["a red circle", "a blue star", "a red circle", "a red  circle"])
+    expected = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
+    assert torch.equal(positives, expected)
+    for bad in ("a red circle", [], ["a", 3], None):
+        with pytest.raises(TypeError, match="captions"):
+            caption_positives(bad)
+
+
+def naive_multi_positive(logits: torch.Tensor, positives: torch.Tensor) -> float:
+    """Loop reference: -log of the softmax mass on the positives, averaged over rows, then over columns."""
+    n = logits.shape[0]
+    rows = cols = 0.0
+    for i in range(n):
+        row = [math.exp(x) for x in logits[i].tolist()]
+        rows -= math.log(sum(row[j] for j in range(n) if positives[i, j]) / sum(row))
+        col = [math.exp(x) for x in logits[:, i].tolist()]
+        cols -= math.log(sum(col[j] for j in range(n) if positives[j, i]) / sum(col))
+    return (rows + cols) / (2 * n)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_multi_positive_loss_matches_loop_reference(seed):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(9, 9, generator=g, dtype=torch.float64) * 4
+    captions = [["a", "b", "c"][int(k)] for k in torch.randint(0, 3, (9,), generator=g)]
+    positives = caption_positives(captions)
+    got = multi_positive_clip_loss(logits, positives)
+    assert got.item() == pytest.approx(naive_multi_positive(logits, positives), abs=1e-10)
+    # with only the diagonal it is CLIP's loss
+    eye = torch.eye(9, dtype=torch.bool)
+    assert multi_positive_clip_loss(logits, eye).item() == pytest.approx(clip_loss(logits).item(), abs=1e-12)
+
+
+def test_multi_positive_loss_does_not_push_duplicates_apart():
+    # two pairs with the same caption and identical logits: the standard loss pulls their cross logit
+    # down (positive gradient), the multi-positive loss does not
+    logits = torch.tensor([[5.0, 5.0, 0.0], [5.0, 5.0, 0.0], [0.0, 0.0, 5.0]], dtype=torch.float64, requires_grad=True)
+    clip_loss(logits).backward()
+    assert logits.grad[0, 1] > 0.05
+    logits.grad = None
+    loss = multi_positive_clip_loss(logits, caption_positives(["x", "x", "y"]))
+    loss.backward()
+    assert logits.grad[0, 1] <= 0 and logits.grad[1, 0] <= 0
+    # and the loss of this (ideal) batch is nearly 0, where the standard loss cannot fall below log 2 per twin row
+    assert loss.item() < 0.02 and clip_loss(logits).item() > 2 / 3 * math.log(2)
+
+
+def test_multi_positive_loss_rejects_bad_positives():
+    logits = torch.zeros(3, 3)
+    with pytest.raises(TypeError, match="positives"):
+        multi_positive_clip_loss(logits, torch.eye(3))
+    with pytest.raises(ValueError, match="positives"):
+        multi_positive_clip_loss(logits, torch.eye(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="diagonal"):
+        multi_positive_clip_loss(logits, torch.zeros(3, 3, dtype=torch.bool))

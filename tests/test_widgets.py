@@ -102,3 +102,75 @@ def test_search_box_updates_when_the_query_changes(tiny):
     assert "&lt;b&gt;" in status.value  # the query is escaped, not rendered as HTML
     with pytest.raises(ValueError, match="k"):
         search_box(model, tokenizer, images, k=0)
+
+
+# -- Chapter 2.3: the temperature figure and its slider ----------------------------------------
+
+from clip_tutorial.loss import clip_loss  # noqa: E402
+from clip_tutorial.widgets import TEMPERATURE_RANGE, temperature_explorer, temperature_figure  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def similarity():
+    g = torch.Generator().manual_seed(0)
+    a = F.normalize(torch.randn(8, 16, generator=g), dim=-1)
+    b = F.normalize(a + 0.5 * torch.randn(8, 16, generator=g), dim=-1)
+    return a @ b.T
+
+
+def test_temperature_figure_draws_what_it_says(similarity):
+    fig = temperature_figure(similarity, temperature=0.05, row=3)
+    ax_row, ax_loss, ax_grad = fig.axes
+    assert all(ax.get_title() and ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    assert "0.05" in fig._suptitle.get_text()
+    # left: the bars are the softmax of row 3 at this temperature, its match in another colour
+    heights = torch.tensor([p.get_height() for p in ax_row.patches], dtype=torch.float64)
+    torch.testing.assert_close(heights, (similarity[3].double() / 0.05).softmax(0), atol=1e-9, rtol=0)
+    assert ax_row.patches[3].get_facecolor() != ax_row.patches[0].get_facecolor()
+    # middle: the curve is the loss at each temperature, from one end of the range to the other
+    x, y = ax_loss.lines[0].get_data()
+    assert x[0] == pytest.approx(TEMPERATURE_RANGE[0]) and x[-1] == pytest.approx(TEMPERATURE_RANGE[1])
+    for k in (0, 20, -1):
+        assert y[k] == pytest.approx(clip_loss(similarity.double() / x[k]).item(), rel=1e-9)
+    # right: one point per negative pair
+    assert len(ax_grad.collections[0].get_offsets()) == 8 * 7
+
+
+def test_lower_temperature_concentrates_the_push_on_hard_negatives():
+    # every match (0.9) beats every negative (-0.2 to 0.5): the push on a negative grows like exp(cos / τ)
+    g = torch.Generator().manual_seed(1)
+    easy = torch.empty(8, 8).uniform_(-0.2, 0.5, generator=g).fill_diagonal_(0.9)
+
+    def share_of_hardest(t):
+        offsets = temperature_figure(easy, temperature=t).axes[2].collections[0].get_offsets()
+        cos, push = torch.tensor(offsets[:, 0]), torch.tensor(offsets[:, 1])
+        plt.close("all")
+        return float(push[cos.argmax()] / push.sum())
+    assert share_of_hardest(0.01) > share_of_hardest(0.1) > share_of_hardest(1.0)
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(similarity=torch.zeros(3, 4)), ValueError), (dict(similarity=torch.zeros(1, 1)), ValueError),
+    (dict(similarity=torch.zeros(3, 3, dtype=torch.long)), TypeError), (dict(similarity=[[1.0]]), TypeError),
+    (dict(temperature=0.0), ValueError), (dict(temperature=2.0), ValueError), (dict(temperature="0.07"), TypeError),
+    (dict(row=8), ValueError), (dict(row=-1), ValueError),
+])
+def test_temperature_figure_and_explorer_reject_bad_arguments(similarity, kwargs, error):
+    arguments = dict(similarity=similarity) | kwargs
+    name = next(iter(kwargs))
+    with pytest.raises(error, match=name):
+        temperature_figure(**arguments)
+    pytest.importorskip("ipywidgets")
+    with pytest.raises(error, match=name):
+        temperature_explorer(**arguments)
+
+
+def test_temperature_explorer_redraws_when_the_slider_moves(similarity):
+    pytest.importorskip("ipywidgets")
+    box = temperature_explorer(similarity, temperature=0.07)
+    slider, picture = box.children
+    assert slider.value == pytest.approx(0.07, rel=1e-6)
+    first = bytes(picture.value)
+    assert first.startswith(b"\x89PNG")
+    slider.value = 0.5
+    assert bytes(picture.value).startswith(b"\x89PNG") and bytes(picture.value) != first

@@ -12,11 +12,13 @@ In a notebook::
 The check prints ✅ or ❌ with an explanation and returns a :class:`CheckResult`, truthy when your
 function passed. The checks of Chapter 1 live in ``clip_tutorial.exercises.ch1``:
 ``check_cosine_similarity``, ``check_contrastive_loss``, ``check_zero_shot_predict`` and
-``check_temperature_scaled_logits``. :func:`check_function` is the general machinery they share.
+``check_temperature_scaled_logits``; those of Chapter 2 in ``clip_tutorial.exercises.ch2``:
+``check_patchify``, ``check_causal_mask``, ``check_loss_gradient`` and ``check_eot_pooling``.
+:func:`check_function` is the general machinery they share.
 
 Explained in Chapter 1 (section "Summary and exercises").
 """
-from . import ch1
+from . import ch1, ch2
 from .core import CheckResult, Hint, check_function
 
-__all__ = ["CheckResult", "Hint", "check_function", "ch1"]
+__all__ = ["CheckResult", "Hint", "check_function", "ch1", "ch2"]

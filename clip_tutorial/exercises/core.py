@@ -172,7 +172,9 @@ def _compare(got: Any, expected: Any, atol: float, rtol: float) -> str | None:
     close = torch.isclose(g, e, rtol=rtol, atol=atol, equal_nan=True)
     if bool(close.all()):
         return None
-    diff = (g - e).abs().nan_to_num(nan=math.inf)
+    # Matching values (equal infinities included) count as no difference; an infinity where a
+    # finite value was expected (or the reverse) counts as an infinite one.
+    diff = torch.where(close, 0.0, (g - e).abs()).nan_to_num(nan=math.inf, posinf=math.inf)
     if e.ndim == 0:
         text = f"Expected {e.item():.6g}, got {g.item():.6g} (tolerance atol={atol:g}, rtol={rtol:g})."
         ratio = g.item() / e.item() if e.item() else math.nan

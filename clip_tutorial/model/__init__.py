@@ -1,4 +1,4 @@
-"""CLIP's model: configs, the shared transformer, the vision tower and the whole model.
+"""CLIP's model: configs, the shared transformer, the vision towers, the whole model and its size and cost.
 
 Explained in Chapter 2.
 """
@@ -6,9 +6,10 @@ from .clip import CLIP, CLIPOutput, MAX_LOGIT_SCALE
 from .config import CONFIGS, CLIPConfig, get_config, list_configs
 from .transformer import LayerNorm, MultiheadAttention, QuickGELU, ResidualAttentionBlock, Transformer, causal_mask
 from .vision import VisionTransformer
+from .resnet import AttentionPool2d, Bottleneck, ModifiedResNet
 
 __all__ = [
     "CLIP", "CLIPOutput", "MAX_LOGIT_SCALE", "CONFIGS", "CLIPConfig", "get_config", "list_configs",
     "LayerNorm", "MultiheadAttention", "QuickGELU", "ResidualAttentionBlock", "Transformer", "causal_mask",
-    "VisionTransformer",
+    "VisionTransformer", "AttentionPool2d", "Bottleneck", "ModifiedResNet",
 ]

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import CLIPConfig
+from .resnet import ModifiedResNet
 from .transformer import LayerNorm, Transformer, causal_mask
 from .vision import VisionTransformer
 
@@ -45,7 +46,9 @@ class CLIP(nn.Module):
     Args:
         config: the sizes, a :class:`~clip_tutorial.model.config.CLIPConfig`.
 
-    The image tower is a :class:`~clip_tutorial.model.vision.VisionTransformer`. The text tower is a
+    The image tower is a :class:`~clip_tutorial.model.vision.VisionTransformer`, or a
+    :class:`~clip_tutorial.model.resnet.ModifiedResNet` when ``config.vision_layers`` is a tuple of
+    four stage depths (``config.is_resnet``), as in OpenAI's RN50 family. The text tower is a
     causal transformer over token embeddings plus learned positions; it is read out at the
     end-of-text token, normalised by ``ln_final`` and projected by ``text_projection``. The logit
     scale is stored as ``log(1 / 0.07)`` and clamped at :data:`MAX_LOGIT_SCALE`.
@@ -57,10 +60,15 @@ class CLIP(nn.Module):
             raise TypeError(f"config: expected a CLIPConfig, got {type(config).__name__}")
         self.config = config
         c = config
-        self.visual = VisionTransformer(
-            c.image_resolution, c.vision_patch_size, c.vision_width, c.vision_layers, c.num_vision_heads,
-            c.embed_dim, c.mlp_ratio, c.quick_gelu,
-        )
+        self.visual: VisionTransformer | ModifiedResNet
+        if c.is_resnet:  # initialised as OpenAI does by its own constructor (see ModifiedResNet.init_openai_)
+            self.visual = ModifiedResNet(c.vision_layers, c.embed_dim, c.num_vision_heads, c.image_resolution,
+                                         c.vision_width)
+        else:
+            self.visual = VisionTransformer(
+                c.image_resolution, c.vision_patch_size, c.vision_width, c.vision_layers, c.num_vision_heads,
+                c.embed_dim, c.mlp_ratio, c.quick_gelu,
+            )
         self.token_embedding = nn.Embedding(c.vocab_size, c.transformer_width)
         self.positional_embedding = nn.Parameter(torch.empty(c.context_length, c.transformer_width))
         self.transformer = Transformer(c.transformer_width, c.transformer_layers, c.transformer_heads,
@@ -72,7 +80,7 @@ class CLIP(nn.Module):
         self.initialize_parameters()
 
     def initialize_parameters(self) -> None:
-        """OpenAI's initialisation of the text tower (the vision tower keeps its own)."""
+        """OpenAI's initialisation of the text tower (either vision tower initialises itself as OpenAI's does)."""
         nn.init.normal_(self.token_embedding.weight, std=0.02)
         nn.init.normal_(self.positional_embedding, std=0.01)
         self.transformer.init_openai_()
@@ -121,6 +129,8 @@ class CLIP(nn.Module):
                 f"text: expected at most context_length={self.config.context_length} tokens, got {text.shape[1]}; "
                 "tokenize with truncation"
             )
+        if text.is_meta:  # shapes only (FLOP counting): there are no ids to check
+            return
         lo, hi = int(text.min()), int(text.max())
         if lo < 0 or hi >= self.config.vocab_size:
             raise ValueError(f"text: expected token ids in [0, {self.config.vocab_size}), got values in [{lo}, {hi}]")

@@ -8,7 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CLIPConfig", "CONFIGS", "get_config", "list_configs"]
+__all__ = ["CLIPConfig", "CONFIGS", "OFFICIAL_MODELS", "get_config", "list_configs"]
 
 
 @dataclass(frozen=True)
@@ -18,11 +18,15 @@ class CLIPConfig:
     Attributes:
         embed_dim: size of the joint image-text embedding space.
         image_resolution: side of the square input image, in pixels.
-        vision_layers: number of residual attention blocks in the vision transformer.
-        vision_width: width (channels) of the vision transformer.
-        vision_patch_size: side of one square patch, in pixels.
-        vision_heads: attention heads of the vision transformer; ``None`` means ``vision_width // 64``
-            as in OpenAI's models (at least 1).
+        vision_layers: OpenAI's convention picks the image tower: an int is the number of residual
+            attention blocks of a vision transformer; a tuple of four ints is the number of bottleneck
+            blocks in each stage of a :class:`~clip_tutorial.model.resnet.ModifiedResNet` (a list is
+            turned into a tuple).
+        vision_width: width (channels) of the vision transformer, or the ResNet's width after its stem.
+        vision_patch_size: side of one square patch, in pixels; unused by ResNets (``None`` allowed there).
+        vision_heads: attention heads of the vision transformer or of the ResNet's attention pool;
+            ``None`` means OpenAI's rule: ``vision_width // 64`` for a ViT (at least 1) and
+            ``vision_width * 32 // 64`` for a ResNet (its pooled features have ``32 * vision_width`` channels).
         context_length: maximum number of text tokens, start and end tokens included.
         vocab_size: number of token ids the text tower embeds.
         transformer_width: width of the text transformer.
@@ -36,9 +40,9 @@ class CLIPConfig:
 
     embed_dim: int = 64
     image_resolution: int = 32
-    vision_layers: int = 2
+    vision_layers: int | tuple[int, int, int, int] = 2
     vision_width: int = 64
-    vision_patch_size: int = 8
+    vision_patch_size: int | None = 8
     vision_heads: int | None = None
     context_length: int = 16
     vocab_size: int = 128
@@ -50,13 +54,25 @@ class CLIPConfig:
     eot_token_id: int | None = None
 
     def __post_init__(self) -> None:
-        positive = (
-            "embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size",
-            "context_length", "vocab_size", "transformer_width", "transformer_heads", "transformer_layers",
-        )
+        if isinstance(self.vision_layers, list):  # JSON has no tuples: accept the list and store a tuple
+            object.__setattr__(self, "vision_layers", tuple(self.vision_layers))
+        if isinstance(self.vision_layers, tuple):
+            if len(self.vision_layers) != 4 or not all(_is_positive_int(n) for n in self.vision_layers):
+                raise ValueError(
+                    "CLIPConfig.vision_layers: expected a positive int (ViT blocks) or four positive ints "
+                    f"(ResNet blocks per stage, e.g. (3, 4, 6, 3)), got {self.vision_layers!r}"
+                )
+        positive = [
+            "embed_dim", "image_resolution", "vision_width", "context_length", "vocab_size",
+            "transformer_width", "transformer_heads", "transformer_layers",
+        ]
+        if not self.is_resnet:
+            positive += ["vision_layers", "vision_patch_size"]
+        elif self.vision_patch_size is not None:
+            positive.append("vision_patch_size")
         for name in positive:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not _is_positive_int(value):
                 raise ValueError(f"CLIPConfig.{name}: expected a positive int, got {value!r}")
         if self.vision_heads is not None and (
             isinstance(self.vision_heads, bool) or not isinstance(self.vision_heads, int) or self.vision_heads <= 0
@@ -64,15 +80,22 @@ class CLIPConfig:
             raise ValueError(f"CLIPConfig.vision_heads: expected a positive int or None, got {self.vision_heads!r}")
         if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or not self.mlp_ratio > 0:
             raise ValueError(f"CLIPConfig.mlp_ratio: expected a positive number, got {self.mlp_ratio!r}")
-        if self.image_resolution % self.vision_patch_size:
+        if self.is_resnet and self.image_resolution % 32:
+            raise ValueError(
+                f"CLIPConfig.image_resolution: expected a multiple of 32 (a ResNet's total stride), "
+                f"got {self.image_resolution}"
+            )
+        if self.is_resnet and self.vision_width % 2:
+            raise ValueError(f"CLIPConfig.vision_width: expected an even ResNet width, got {self.vision_width}")
+        if not self.is_resnet and self.image_resolution % self.vision_patch_size:
             raise ValueError(
                 f"CLIPConfig.image_resolution: expected a multiple of vision_patch_size={self.vision_patch_size}, "
                 f"got {self.image_resolution}"
             )
-        if self.vision_width % self.num_vision_heads:
+        if self.vision_feature_width % self.num_vision_heads:
             raise ValueError(
-                f"CLIPConfig.vision_width: expected a multiple of the {self.num_vision_heads} vision heads, "
-                f"got {self.vision_width}"
+                f"CLIPConfig.vision_width: expected {'32 x ' if self.is_resnet else ''}vision_width to be a "
+                f"multiple of the {self.num_vision_heads} vision heads, got vision_width={self.vision_width}"
             )
         if self.transformer_width % self.transformer_heads:
             raise ValueError(
@@ -88,15 +111,32 @@ class CLIPConfig:
             )
 
     @property
+    def is_resnet(self) -> bool:
+        """``True`` when the image tower is a ModifiedResNet (``vision_layers`` is a tuple), else a ViT."""
+        return isinstance(self.vision_layers, tuple)
+
+    @property
+    def vision_type(self) -> str:
+        """``"resnet"`` or ``"vit"``: the kind of image tower."""
+        return "resnet" if self.is_resnet else "vit"
+
+    @property
+    def vision_feature_width(self) -> int:
+        """Channels the vision attention works on: ``vision_width`` for a ViT, ``32 * vision_width`` for a ResNet."""
+        return self.vision_width * 32 if self.is_resnet else self.vision_width
+
+    @property
     def num_vision_heads(self) -> int:
-        """Attention heads of the vision transformer (OpenAI's rule ``width // 64`` when unset)."""
+        """Attention heads of the image tower (OpenAI's rule ``feature width // 64`` when unset)."""
         if self.vision_heads is not None:
             return self.vision_heads
-        return max(1, self.vision_width // 64)
+        return max(1, self.vision_feature_width // 64)
 
     @property
     def num_patches(self) -> int:
-        """Number of image patches, that is image tokens before the class token."""
+        """Image tokens before the class (or mean) token: patches of a ViT, final feature-map cells of a ResNet."""
+        if self.is_resnet:
+            return (self.image_resolution // 32) ** 2
         return (self.image_resolution // self.vision_patch_size) ** 2
 
     def replace(self, **changes: Any) -> "CLIPConfig":
@@ -107,18 +147,25 @@ class CLIPConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as a plain JSON-serialisable dict."""
-        return dataclasses.asdict(self)
+        """The config as a plain JSON-serialisable dict (a ResNet's ``vision_layers`` becomes a list)."""
+        data = dataclasses.asdict(self)
+        if isinstance(data["vision_layers"], tuple):
+            data["vision_layers"] = list(data["vision_layers"])
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CLIPConfig":
-        """Build a config from :meth:`to_dict`'s output, rejecting unknown keys."""
+        """Build a config from :meth:`to_dict`'s output (or its JSON round trip), rejecting unknown keys."""
         if not isinstance(data, dict):
             raise TypeError(f"data: expected a dict of CLIPConfig fields, got {type(data).__name__}")
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"data: unknown CLIPConfig field(s) {sorted(unknown)}")
         return cls(**data)
+
+
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _official_vit(embed_dim: int, resolution: int, layers: int, width: int, patch: int,
@@ -130,15 +177,34 @@ def _official_vit(embed_dim: int, resolution: int, layers: int, width: int, patc
     )
 
 
+def _official_resnet(embed_dim: int, resolution: int, layers: tuple[int, int, int, int], width: int,
+                     text_width: int, text_heads: int) -> CLIPConfig:
+    return CLIPConfig(
+        embed_dim=embed_dim, image_resolution=resolution, vision_layers=layers, vision_width=width,
+        vision_patch_size=None, context_length=77, vocab_size=49408, transformer_width=text_width,
+        transformer_heads=text_heads, transformer_layers=12,
+    )
+
+
 CONFIGS: dict[str, CLIPConfig] = {
     # The book's tiny models, sized to train on a laptop CPU in about a minute.
     "tiny": CLIPConfig(),
-    # OpenAI's released vision-transformer CLIPs (the ResNet family arrives in Chapter 2).
+    # OpenAI's released CLIPs (Chapter 2.4), all with QuickGELU, 77 tokens and 49,408 BPE ids.
+    "RN50": _official_resnet(1024, 224, (3, 4, 6, 3), 64, 512, 8),
+    "RN101": _official_resnet(512, 224, (3, 4, 23, 3), 64, 512, 8),
+    "RN50x4": _official_resnet(640, 288, (4, 6, 10, 6), 80, 640, 10),
+    "RN50x16": _official_resnet(768, 384, (6, 8, 18, 8), 96, 768, 12),
+    "RN50x64": _official_resnet(1024, 448, (3, 15, 36, 10), 128, 1024, 16),
     "ViT-B/32": _official_vit(512, 224, 12, 768, 32, 512, 8),
     "ViT-B/16": _official_vit(512, 224, 12, 768, 16, 512, 8),
     "ViT-L/14": _official_vit(768, 224, 24, 1024, 14, 768, 12),
     "ViT-L/14@336": _official_vit(768, 336, 24, 1024, 14, 768, 12),
 }
+
+#: The nine CLIPs OpenAI released, in the order ``clip.available_models()`` lists them: five ResNets, then four ViTs.
+OFFICIAL_MODELS: tuple[str, ...] = (
+    "RN50", "RN101", "RN50x4", "RN50x16", "RN50x64", "ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336",
+)
 
 
 def list_configs() -> list[str]:
