@@ -8,20 +8,27 @@ __version__ = "0.1.0"
 from .device import get_device, seed_everything, setup_notebook  # noqa: E402
 from .data import ShapesWorld, class_names, heldout_combinations, vocabulary  # noqa: E402
 from .tokenizer import WordTokenizer  # noqa: E402
-from .model import CLIP, CLIPConfig, get_config, list_configs  # noqa: E402
-from .loss import clip_loss  # noqa: E402
+from .bpe import BPETokenizer  # noqa: E402
+from .bpe_trainer import learn_bpe  # noqa: E402
+from .model import CLIP, CLIPConfig, ModifiedResNet, VisionTransformer, get_config, list_configs  # noqa: E402
+from .model.stats import count_flops, count_parameters, model_table  # noqa: E402
+from .loss import clip_loss, clip_loss_gradient  # noqa: E402
 from .train import History, TrainConfig, train_clip  # noqa: E402
 from .zeroshot import build_zero_shot_classifier, encode_images, encode_texts, zero_shot_accuracy, zero_shot_predict  # noqa: E402
 from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
+from .preprocess import Preprocess  # noqa: E402
+from .pretrained import PretrainedUnavailableError, list_pretrained, load_pretrained  # noqa: E402
 from .recipes import RECIPES, TrainedCLIP, load_or_train, train_recipe  # noqa: E402
 from .baselines import FixedClassCNN, classifier_accuracy, train_classifier  # noqa: E402
-from . import exercises, probes, viz, widgets  # noqa: E402
+from . import convert, exercises, probes, viz, viz_encoders, widgets  # noqa: E402
 
 __all__ = [
     "__version__", "get_device", "seed_everything", "setup_notebook", "ShapesWorld", "class_names",
-    "heldout_combinations", "vocabulary", "WordTokenizer", "CLIP", "CLIPConfig", "get_config", "list_configs",
-    "clip_loss", "History", "TrainConfig", "train_clip", "build_zero_shot_classifier", "encode_images",
-    "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "load_checkpoint", "save_checkpoint", "RECIPES",
+    "heldout_combinations", "vocabulary", "WordTokenizer", "BPETokenizer", "learn_bpe", "CLIP", "CLIPConfig",
+    "ModifiedResNet", "VisionTransformer", "get_config", "list_configs", "count_flops", "count_parameters",
+    "model_table", "clip_loss", "clip_loss_gradient", "History", "TrainConfig", "train_clip", "build_zero_shot_classifier", "encode_images",
+    "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "load_checkpoint", "save_checkpoint", "Preprocess",
+    "PretrainedUnavailableError", "list_pretrained", "load_pretrained", "RECIPES",
     "TrainedCLIP", "load_or_train", "train_recipe", "FixedClassCNN", "classifier_accuracy", "train_classifier",
-    "exercises", "probes", "viz", "widgets",
+    "convert", "exercises", "probes", "viz", "viz_encoders", "widgets",
 ]
