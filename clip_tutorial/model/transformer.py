@@ -31,7 +31,11 @@ class QuickGELU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply ``x * sigmoid(1.702 x)`` element-wise."""
-        return x * torch.sigmoid(1.702 * x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return x * torch.sigmoid(1.702 * x)
+        # Without autograd the temporary can be reused in place: the same numbers, bit for bit, with
+        # two fewer allocations of the block's widest activation (a measurable share of inference).
+        return torch.mul(x, 1.702).sigmoid_().mul_(x)
 
 
 class MultiheadAttention(nn.Module):
