@@ -274,6 +274,21 @@ def test_quick_gelu_formula():
     assert (QuickGELU()(x) - F.gelu(x)).abs().max() < 0.025
 
 
+def test_quick_gelu_is_the_same_with_and_without_autograd():
+    torch.manual_seed(5)
+    x = torch.randn(64, 33) * 4
+    before = x.clone()
+    with torch.inference_mode():
+        fast = QuickGELU()(x)  # the in-place path
+    leaf = x.clone().requires_grad_(True)
+    slow = QuickGELU()(leaf)
+    assert torch.equal(fast, slow.detach()), "the two paths must agree bit for bit"
+    assert torch.equal(x, before), "QuickGELU must not modify its input"
+    slow.sum().backward()
+    s = torch.sigmoid(1.702 * before)
+    torch.testing.assert_close(leaf.grad, s + 1.702 * before * s * (1 - s), atol=1e-5, rtol=1e-5)
+
+
 def test_mlp_activation_follows_config():
     assert isinstance(CLIP(SMALL).transformer.resblocks[0].mlp.gelu, QuickGELU)
     exact = CLIP(SMALL.replace(quick_gelu=False))
