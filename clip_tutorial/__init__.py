@@ -20,7 +20,7 @@ from .preprocess import Preprocess  # noqa: E402
 from .pretrained import PretrainedUnavailableError, list_pretrained, load_pretrained  # noqa: E402
 from .recipes import RECIPES, TrainedCLIP, load_or_train, train_recipe  # noqa: E402
 from .baselines import FixedClassCNN, classifier_accuracy, train_classifier  # noqa: E402
-from . import convert, exercises, probes, viz, viz_encoders, widgets  # noqa: E402
+from . import convert, exercises, probes, temperature, viz, viz_encoders, widgets  # noqa: E402
 
 __all__ = [
     "__version__", "get_device", "seed_everything", "setup_notebook", "ShapesWorld", "class_names",
@@ -30,5 +30,5 @@ __all__ = [
     "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "load_checkpoint", "save_checkpoint", "Preprocess",
     "PretrainedUnavailableError", "list_pretrained", "load_pretrained", "RECIPES",
     "TrainedCLIP", "load_or_train", "train_recipe", "FixedClassCNN", "classifier_accuracy", "train_classifier",
-    "convert", "exercises", "probes", "viz", "viz_encoders", "widgets",
+    "convert", "exercises", "probes", "temperature", "viz", "viz_encoders", "widgets",
 ]

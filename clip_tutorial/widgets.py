@@ -1,4 +1,4 @@
-"""Interactive playgrounds, each with a static figure: text-to-image search and the temperature.
+"""Interactive text-to-image search, with a static figure beside the widget.
 
 Explained in Chapter 1.5 (a tiny image search engine). :func:`text_to_image_search` is the whole
 engine: embed the query, compare it with every image embedding, keep the ``k`` best.
@@ -6,15 +6,12 @@ engine: embed the query, compare it with every image embedding, keep the ``k`` b
 running kernel still shows them; :func:`search_box` is the interactive version, an ipywidgets
 text box whose results update as you type a new query (in Jupyter or Colab).
 
-Explained in Chapter 2.3 (what the temperature does): :func:`temperature_figure` draws, for one
-similarity matrix and one temperature, a row's softmax, the loss against the temperature and the
-gradient on every negative; :func:`temperature_explorer` redraws it from a slider.
+The temperature's playground (Chapter 2.3) lives in :mod:`clip_tutorial.temperature`.
 """
 from __future__ import annotations
 
 import html
 import io
-import math
 import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,12 +21,11 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .loss import clip_loss, clip_loss_gradient
 from .model import CLIP
 from .viz import to_display_images
 from .zeroshot import encode_images, encode_texts
 
-__all__ = ["text_to_image_search", "search_figure", "search_box", "TEMPERATURE_RANGE", "temperature_figure", "temperature_explorer"]
+__all__ = ["text_to_image_search", "search_figure", "search_box", "figure_png"]
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
@@ -108,6 +104,18 @@ def text_to_image_search(model: CLIP, tokenizer: Tokenizer, images_or_features: 
     scores = features @ encode_texts(model, tokenizer, [query])[0]
     top = scores.topk(k)
     return top.indices, top.values
+
+
+def figure_png(fig: Figure, dpi: int = 100) -> bytes:
+    """Render a matplotlib figure to PNG bytes, the picture an ``ipywidgets.Image`` shows.
+
+    Args:
+        fig: the figure (a plain :class:`~matplotlib.figure.Figure` is enough: no pyplot state).
+        dpi: resolution of the picture.
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
 
 
 def _draw_results(fig: Figure, pictures: list, rows: list[tuple[str, torch.Tensor, torch.Tensor]], k: int) -> None:
@@ -212,137 +220,9 @@ def search_box(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, k: int =
         fig = Figure(figsize=(1.2 * k, 1.6), layout="constrained")
         pictures = dict(zip(indices.tolist(), to_display_images(images[indices], normalized=True)))
         _draw_results(fig, pictures, [(query, indices, scores)], k)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
         status.value = f"Top {k} of {gallery.shape[0]} images for <b>{html.escape(query)}</b> (best first)"
-        picture.value = buffer.getvalue()
+        picture.value = figure_png(fig, dpi=100)
 
     text.observe(update, names="value")
     update()
     return ipywidgets.VBox([text, status, picture])
-
-
-TEMPERATURE_RANGE = (0.005, 1.0)  #: the temperatures the figure's loss curve and the slider span
-
-
-def _check_similarity(similarity: object) -> torch.Tensor:
-    if not isinstance(similarity, torch.Tensor) or not similarity.is_floating_point():
-        got = f"dtype {similarity.dtype}" if isinstance(similarity, torch.Tensor) else type(similarity).__name__
-        raise TypeError(f"similarity: expected a float tensor of cosine similarities, got {got}")
-    if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1] or similarity.shape[0] < 2:
-        raise ValueError(f"similarity: expected a square (N, N) matrix with N >= 2, matches on the diagonal, "
-                         f"got shape {tuple(similarity.shape)}")
-    return similarity.detach().double().cpu()
-
-
-def _check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature: expected a float, got {type(temperature).__name__}")
-    if not TEMPERATURE_RANGE[0] <= temperature <= TEMPERATURE_RANGE[1]:
-        raise ValueError(f"temperature: expected a value in {list(TEMPERATURE_RANGE)}, got {temperature}")
-    return float(temperature)
-
-
-def _check_row(row: object, n: int) -> int:
-    if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < n:
-        raise ValueError(f"row: expected an int in [0, {n}), got {row!r}")
-    return row
-
-
-def _draw_temperature(fig: Figure, similarity: torch.Tensor, temperature: float, row: int) -> None:
-    n = similarity.shape[0]
-    ax_row, ax_loss, ax_grad = fig.subplots(1, 3)
-    probs = (similarity[row] / temperature).softmax(0)
-    colours = ["tab:orange" if j == row else "tab:blue" for j in range(n)]
-    ax_row.bar(range(n), probs.numpy(), color=colours)
-    ax_row.set(title=f"softmax of row {row} (orange: its match)", xlabel="text j", ylabel="p(text j | image)",
-               ylim=(0, 1.02))
-    grid = torch.logspace(math.log10(TEMPERATURE_RANGE[0]), 0, 60, dtype=torch.float64)
-    losses = [float(clip_loss(similarity / t)) for t in grid]
-    ax_loss.semilogx(grid.numpy(), losses, color="tab:blue")
-    ax_loss.axhline(math.log(n), color="grey", ls=":", label=f"chance, log N = {math.log(n):.2f}")
-    ax_loss.axvline(temperature, color="tab:red", label=f"temperature {temperature:.3g}")
-    ax_loss.set(title="loss of this batch", xlabel="temperature τ (log scale)", ylabel="CLIP loss")
-    ax_loss.legend(fontsize=8)
-    # dL/d(cosine) = dL/dlogit / τ, for every off-diagonal pair: how hard each negative is pushed away
-    grad = clip_loss_gradient(similarity / temperature) / temperature
-    off = ~torch.eye(n, dtype=torch.bool)
-    ax_grad.scatter(similarity[off].numpy(), grad[off].clamp_min(1e-30).numpy(), s=10, alpha=0.7)
-    ax_grad.set_yscale("log")
-    ax_grad.set(title="push on each negative", xlabel="cosine similarity of the negative pair",
-                ylabel="dL / d(cosine), log scale")
-    fig.suptitle(f"Temperature τ = {temperature:.3g} (logit scale 1/τ = {1 / temperature:.3g})")
-
-
-def temperature_figure(similarity: torch.Tensor, temperature: float = 0.07, row: int = 0) -> Figure:
-    """What the temperature does to one batch: a row's softmax, the loss and the push on each negative.
-
-    Explained in Chapter 2.3. The logits are ``similarity / temperature``. Left: the softmax of
-    row ``row``, its match in orange. Middle: the batch's CLIP loss for temperatures across
-    :data:`TEMPERATURE_RANGE`, with ``log N`` (chance) and the chosen temperature marked. Right: for
-    every mismatched pair, the gradient of the loss with respect to its cosine similarity against
-    that similarity: at low temperature the hard negatives (high similarity) get almost all of it.
-    This is the static companion of :func:`temperature_explorer`.
-
-    Args:
-        similarity: (N, N) cosine similarities with the matching pairs on the diagonal, N >= 2.
-        temperature: the temperature τ, within :data:`TEMPERATURE_RANGE`.
-        row: the image whose softmax is drawn on the left.
-
-    Returns:
-        The figure, three panels.
-
-    Raises:
-        TypeError: for a similarity that is not a float tensor or a temperature that is not a number.
-        ValueError: for a non-square similarity, a temperature out of range or a row out of range.
-    """
-    similarity = _check_similarity(similarity)
-    temperature = _check_temperature(temperature)
-    row = _check_row(row, similarity.shape[0])
-    fig = plt.figure(figsize=(13, 3.8), layout="constrained")
-    _draw_temperature(fig, similarity, temperature, row)
-    return fig
-
-
-def temperature_explorer(similarity: torch.Tensor, temperature: float = 0.07, row: int = 0) -> Any:
-    """A slider over the temperature that redraws :func:`temperature_figure` for one similarity matrix.
-
-    Explained in Chapter 2.3. Works in Jupyter and Colab; a page rendered without a kernel shows
-    it as it was, so pair it with :func:`temperature_figure`.
-
-    Args:
-        similarity: (N, N) cosine similarities with the matching pairs on the diagonal, N >= 2.
-        temperature: the slider's starting value, within :data:`TEMPERATURE_RANGE`.
-        row: the image whose softmax is drawn.
-
-    Returns:
-        An ``ipywidgets.VBox``: the slider (``children[0]``, a ``FloatLogSlider``) and the figure
-        as a PNG (``children[1]``, an ``Image`` widget).
-
-    Raises:
-        ImportError: if ipywidgets is not installed (use :func:`temperature_figure` instead).
-    """
-    try:
-        import ipywidgets
-    except ImportError as err:  # pragma: no cover - ipywidgets is a dependency
-        raise ImportError("temperature_explorer needs ipywidgets (pip install ipywidgets); without it, "
-                          "use clip_tutorial.widgets.temperature_figure") from err
-    similarity = _check_similarity(similarity)
-    temperature = _check_temperature(temperature)
-    row = _check_row(row, similarity.shape[0])
-    low, high = (math.log10(t) for t in TEMPERATURE_RANGE)
-    slider = ipywidgets.FloatLogSlider(value=temperature, base=10, min=low, max=high, step=0.05,
-                                       description="τ:", continuous_update=False, readout_format=".3f",
-                                       layout=ipywidgets.Layout(width="420px"))
-    picture = ipywidgets.Image(format="png")
-
-    def update(change: Any = None) -> None:
-        fig = Figure(figsize=(13, 3.8), layout="constrained")
-        _draw_temperature(fig, similarity, float(slider.value), row)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=80)
-        picture.value = buffer.getvalue()
-
-    slider.observe(update, names="value")
-    update()
-    return ipywidgets.VBox([slider, picture])

@@ -107,7 +107,7 @@ def test_search_box_updates_when_the_query_changes(tiny):
 # -- Chapter 2.3: the temperature figure and its slider ----------------------------------------
 
 from clip_tutorial.loss import clip_loss  # noqa: E402
-from clip_tutorial.widgets import TEMPERATURE_RANGE, temperature_explorer, temperature_figure  # noqa: E402
+from clip_tutorial.temperature import TEMPERATURE_RANGE, temperature_explorer, temperature_figure  # noqa: E402
 
 
 @pytest.fixture(scope="module")
