@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..loss import clip_loss
 from ..model import MAX_LOGIT_SCALE
-from .core import CheckResult, Hint, check_function, ensure_callable
+from .core import CheckResult, Hint, run_check
 
 __all__ = ["check_cosine_similarity", "check_contrastive_loss", "check_zero_shot_predict",
            "check_temperature_scaled_logits", "reference_cosine_similarity", "reference_zero_shot_predict",
@@ -62,13 +62,6 @@ def _two_feature_sets(table: list[tuple]) -> Callable[[torch.Generator, int], tu
     return make
 
 
-def _run(fn: Any, reference: Callable[..., Any], make: Callable[[torch.Generator, int], tuple], hints: list[Hint],
-         name: str, trials: int, seed: int | None, verbose: bool, **options: Any) -> CheckResult:
-    ensure_callable(fn, "fn")
-    return check_function(fn, reference, make, trials=trials, hints=hints, name=name, seed=seed, verbose=verbose,
-                          **options)
-
-
 _NORMALISE = ("divide each feature vector by its length first: x / x.norm(dim=-1, keepdim=True) "
               "or F.normalize(x, dim=-1)")
 _COSINE_HINTS = [
@@ -105,7 +98,7 @@ def check_cosine_similarity(fn: Callable[[torch.Tensor, torch.Tensor], torch.Ten
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when ``fn`` is correct.
     """
     table = [(4, 6, 8), (5, 3, 16), (1, 1, 8), (1, 4, 8), (7, 1, 3), (6, 6, 32)]
-    return _run(fn, reference_cosine_similarity, _two_feature_sets(table), _COSINE_HINTS, "cosine_similarity", trials, seed, verbose)
+    return run_check(fn, reference_cosine_similarity, _two_feature_sets(table), _COSINE_HINTS, "cosine_similarity", trials, seed, verbose)
 
 
 def _ce(logits: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -157,7 +150,7 @@ def check_contrastive_loss(fn: Callable[[torch.Tensor], torch.Tensor], *, trials
     def reference(logits_per_image: torch.Tensor) -> torch.Tensor:
         return clip_loss(logits_per_image)
 
-    return _run(fn, reference, make, _LOSS_HINTS, "contrastive_loss", trials, seed, verbose, require_grad=True)
+    return run_check(fn, reference, make, _LOSS_HINTS, "contrastive_loss", trials, seed, verbose, require_grad=True)
 
 
 _ZERO_SHOT_HINTS = [
@@ -190,7 +183,7 @@ def check_zero_shot_predict(fn: Callable[[torch.Tensor, torch.Tensor], torch.Ten
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when ``fn`` is correct.
     """
     table = [(20, 5, 8), (1, 5, 8), (7, 7, 8), (10, 1, 4), (3, 10, 16), (1, 1, 4)]
-    return _run(fn, reference_zero_shot_predict, _two_feature_sets(table), _ZERO_SHOT_HINTS, "zero_shot_predict", trials, seed, verbose)
+    return run_check(fn, reference_zero_shot_predict, _two_feature_sets(table), _ZERO_SHOT_HINTS, "zero_shot_predict", trials, seed, verbose)
 
 
 _TEMPERATURE_HINTS = [
@@ -237,5 +230,5 @@ def check_temperature_scaled_logits(fn: Callable[[torch.Tensor, torch.Tensor, to
         scale = torch.nn.Parameter(torch.tensor(value))
         return _features(g, n, max(d, 2)), _features(g, m, max(d, 2)), scale
 
-    return _run(fn, reference_temperature_scaled_logits, make, _TEMPERATURE_HINTS, "temperature_scaled_logits",
+    return run_check(fn, reference_temperature_scaled_logits, make, _TEMPERATURE_HINTS, "temperature_scaled_logits",
                 trials, seed, verbose)

@@ -16,8 +16,7 @@ import torch.nn.functional as F
 
 from ..loss import clip_loss_gradient
 from ..model.transformer import causal_mask
-from .ch1 import _run
-from .core import CheckResult, Hint
+from .core import CheckResult, Hint, run_check
 
 __all__ = ["check_patchify", "check_causal_mask", "check_loss_gradient", "check_eot_pooling",
            "reference_patchify", "reference_causal_mask", "reference_eot_pooling"]
@@ -132,7 +131,7 @@ def check_patchify(fn: Callable[[torch.Tensor, int], torch.Tensor], *, trials: i
             b, h, w = (int(torch.randint(1, 4, (), generator=g)) * k for k in (1, p, p))
         return torch.randn(b, 3, h, w, generator=g), p
 
-    return _run(fn, reference_patchify, make, _PATCH_HINTS, "patchify", trials, seed, verbose)
+    return run_check(fn, reference_patchify, make, _PATCH_HINTS, "patchify", trials, seed, verbose)
 
 
 _MASK_HINTS = [
@@ -174,7 +173,7 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor], *, trials: int = 6, see
     def make(g: torch.Generator, trial: int) -> tuple:
         return (table[trial] if trial < len(table) else int(torch.randint(1, 40, (), generator=g)),)
 
-    result = _run(fn, reference_causal_mask, make, _MASK_HINTS, "causal_mask", trials, seed, False, atol=0.0, rtol=0.0)
+    result = run_check(fn, reference_causal_mask, make, _MASK_HINTS, "causal_mask", trials, seed, False, atol=0.0, rtol=0.0)
     if result.passed:  # the inputs are sizes, not tensors: name them in the feedback
         sizes = ", ".join(str(table[t]) for t in range(min(trials, len(table))))
         more = f" and {trials - len(table)} random sizes" if trials > len(table) else ""
@@ -239,7 +238,7 @@ def check_loss_gradient(fn: Callable[[torch.Tensor], torch.Tensor], *, trials: i
     def reference(logits_per_image: torch.Tensor) -> torch.Tensor:
         return clip_loss_gradient(logits_per_image)
 
-    return _run(fn, reference, make, _GRADIENT_HINTS, "loss_gradient", trials, seed, verbose, atol=1e-6)
+    return run_check(fn, reference, make, _GRADIENT_HINTS, "loss_gradient", trials, seed, verbose, atol=1e-6)
 
 
 _EOT_HINTS = [
@@ -288,4 +287,4 @@ def check_eot_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
             tokens[row, end] = vocab - 1
         return torch.randn(b, t, d, generator=g), tokens
 
-    return _run(fn, reference_eot_pooling, make, _EOT_HINTS, "eot_pooling", trials, seed, verbose)
+    return run_check(fn, reference_eot_pooling, make, _EOT_HINTS, "eot_pooling", trials, seed, verbose)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckResult", "Hint", "check_function"]
+__all__ = ["CheckResult", "Hint", "check_function", "run_check"]
 
 
 @dataclass(frozen=True)
@@ -290,6 +290,27 @@ def check_function(user_fn: Callable[..., Any], reference_fn: Callable[..., Any]
         shapes.append(" × ".join(_shape(x) for x in inputs if isinstance(x, torch.Tensor) and x.ndim))
     message = f"✅ {name}: passed! Your function matches the reference on {trials} random inputs of shapes {'; '.join(shapes)}."
     return _finish(CheckResult(True, message, name), verbose)
+
+
+def run_check(fn: Any, reference: Callable[..., Any], make: Callable[[torch.Generator, int], tuple],
+              hints: list[Hint], name: str, trials: int, seed: int | None, verbose: bool,
+              **options: Any) -> CheckResult:
+    """What every chapter's ``check_*`` does: make sure ``fn`` is callable, then :func:`check_function`.
+
+    Args:
+        fn: the reader's function.
+        reference: the correct implementation.
+        make: ``make(generator, trial)`` returns one tuple of fresh random inputs.
+        hints: known mistakes and the advice to give when ``fn`` makes one.
+        name: the function's name, used in the feedback.
+        trials: number of random inputs to try.
+        seed: seed of the inputs (a fresh one when ``None``).
+        verbose: print the feedback.
+        **options: passed on to :func:`check_function` (e.g. ``atol``, ``require_grad``).
+    """
+    ensure_callable(fn, "fn")
+    return check_function(fn, reference, make, trials=trials, hints=hints, name=name, seed=seed, verbose=verbose,
+                          **options)
 
 
 def _finish(result: CheckResult, verbose: bool) -> CheckResult:
