@@ -5,6 +5,12 @@ after the concept it implements (see the API reference).
 """
 __version__ = "0.1.0"
 
+import warnings  # noqa: E402
+
+# `python -m clip_tutorial.train` runs a module this package has already imported; Python warns
+# about that, harmlessly (the command-line entry point lives in clip_tutorial.cli).
+warnings.filterwarnings("ignore", message=r"'clip_tutorial\.train' found in sys\.modules", category=RuntimeWarning)
+
 from .device import get_device, seed_everything, setup_notebook  # noqa: E402
 from .data import ShapesWorld, class_names, heldout_combinations, vocabulary  # noqa: E402
 from .tokenizer import WordTokenizer  # noqa: E402

@@ -69,8 +69,9 @@ class Recipe:
 
 #: The package files whose code decides what a recipe trains; editing any of them retrains.
 #: (The recipes train vision transformers, so the ResNet tower and the size/cost tools are not among them.)
-TRAINING_SOURCES = ("model/config.py", "model/transformer.py", "model/vision.py", "model/clip.py", "data",
-                    "tokenizer.py", "loss.py", "train.py", "recipes.py", "device.py", "checkpoints.py")
+TRAINING_SOURCES = ("model/config.py", "model/transformer.py", "model/vision.py", "model/clip.py",
+                    "data/render.py", "data/shapesworld.py", "tokenizer.py", "loss.py", "train.py", "recipes.py",
+                    "device.py", "checkpoints.py")
 
 
 def _training_sources() -> list[Path]:
@@ -160,7 +161,9 @@ def evaluate_zero_shot(model: CLIP, tokenizer: WordTokenizer, heldout: Sequence[
 
 
 def train_recipe(name: str | Recipe, device: torch.device | str | None = None, progress: bool = True,
-                 eval_every: int | None = None, seed: int | None = None) -> TrainedCLIP:
+                 eval_every: int | None = None, seed: int | None = None, checkpoint_every: int | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None,
+                 resume_from: str | os.PathLike | None = None) -> TrainedCLIP:
     """Generate the recipe's data, train a fresh model, and measure its zero-shot accuracy.
 
     Args:
@@ -169,6 +172,10 @@ def train_recipe(name: str | Recipe, device: torch.device | str | None = None, p
         progress: show progress bars.
         eval_every: also measure zero-shot accuracy every this many steps (into ``history.evals``).
         seed: overrides both the data seed and the training seed (for repeated measurements).
+        checkpoint_every: save the training state every this many steps, as in
+            :func:`~clip_tutorial.train.train_clip` (Chapter 3.2).
+        checkpoint_dir: the folder of those training states.
+        resume_from: a training state, or a folder of them, to continue from.
     """
     from .device import get_device, seed_everything
 
@@ -190,7 +197,8 @@ def train_recipe(name: str | Recipe, device: torch.device | str | None = None, p
     model = CLIP(config).to(device)
     eval_fn = (lambda m: evaluate_zero_shot(m, tokenizer, heldout, recipe.styles, n=500)) if eval_every else None
     history = train_clip(model, images, tokens, recipe.train, device=device, eval_fn=eval_fn,
-                         eval_every=eval_every, progress=progress)
+                         eval_every=eval_every, progress=progress, checkpoint_every=checkpoint_every,
+                         checkpoint_dir=checkpoint_dir, resume_from=resume_from)
     metrics = {"data_seconds": data_seconds, "train_seconds": history.seconds,
                **evaluate_zero_shot(model, tokenizer, heldout, recipe.styles)}
     return TrainedCLIP(model.eval(), tokenizer, recipe, history, metrics)

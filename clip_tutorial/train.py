@@ -4,7 +4,10 @@ Explained in Chapter 1 (the 60-second run) and Chapter 3.2 (line by line).
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,7 +20,10 @@ from tqdm.auto import tqdm
 from .loss import clip_loss
 from .model import CLIP, MAX_LOGIT_SCALE
 
-__all__ = ["TrainConfig", "History", "param_groups", "lr_at", "train_clip"]
+__all__ = ["TrainConfig", "History", "param_groups", "lr_at", "train_clip", "PRECISIONS"]
+
+#: The autocast dtype of each ``TrainConfig.precision`` (``None``: plain fp32).
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class TrainConfig:
         grad_clip: clip the global gradient norm to this value; ``None`` to turn clipping off.
         seed: seeds the order in which pairs are drawn.
         log_every: record loss, temperature and learning rate every this many steps.
+        precision: ``"fp32"``; ``"bf16"`` (autocast to bfloat16, on a GPU or the CPU); or ``"fp16"``
+            (autocast to float16 with a gradient scaler, CUDA GPUs only).
     """
 
     steps: int = 1000
@@ -47,6 +55,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     seed: int = 0
     log_every: int = 1
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
@@ -61,6 +70,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.weight_decay: expected >= 0, got {self.weight_decay!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"TrainConfig.grad_clip: expected a positive norm or None, got {self.grad_clip!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision: expected one of {sorted(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
@@ -72,7 +83,8 @@ class History:
         loss: training loss of the batch at that step.
         temperature: ``1 / logit_scale`` after that step.
         lr: learning rate used at that step.
-        evals: results of the evaluation callback, each a dict with a ``"step"`` key.
+        evals: results of the evaluation callback, each a dict with a ``"step"`` key and a
+            ``"seconds"`` key (training time until then, evaluations excluded).
         seconds: wall time of the run, evaluation excluded.
     """
 
@@ -125,6 +137,27 @@ def _check_data(images: torch.Tensor, tokens: torch.Tensor, batch_size: int) -> 
         raise ValueError(f"images: expected at least batch_size={batch_size} pairs, got {images.shape[0]}")
 
 
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(
+            f"config.precision: 'fp16' needs a CUDA GPU (it relies on a gradient scaler), got device {device}; "
+            "use precision='bf16' or 'fp32' instead"
+        )
+    return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+def _check_resumable(config: TrainConfig, stored: dict[str, Any], path: Any) -> None:
+    """Refuse to resume a run with a different configuration: the result would match neither run."""
+    given = json.loads(json.dumps(asdict(config)))
+    differences = [f"{k} (given {given[k]!r}, saved {stored.get(k)!r})" for k in given if given[k] != stored.get(k)]
+    if differences:
+        raise ValueError(f"resume_from: the training state in {str(path)!r} was saved with another config; "
+                         "differing fields: " + "; ".join(differences))
+
+
 def train_clip(
     model: CLIP,
     images: torch.Tensor,
@@ -134,12 +167,16 @@ def train_clip(
     eval_fn: Callable[[CLIP], dict[str, float]] | None = None,
     eval_every: int | None = None,
     progress: bool = True,
+    checkpoint_every: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume_from: str | os.PathLike | None = None,
 ) -> History:
     """Train ``model`` contrastively on matching ``(images[i], tokens[i])`` pairs.
 
     Each step draws ``batch_size`` pairs without replacement (a fresh permutation every epoch),
-    computes :func:`~clip_tutorial.loss.clip_loss`, clips the gradient norm, steps AdamW, and
-    clamps the logit scale so that it never exceeds ``log(100)``.
+    computes :func:`~clip_tutorial.loss.clip_loss` (under autocast when ``config.precision`` asks
+    for it), clips the gradient norm, steps AdamW, and clamps the logit scale so that it never
+    exceeds ``log(100)``.
 
     Args:
         model: the CLIP to train, changed in place.
@@ -152,24 +189,54 @@ def train_clip(
             returns a dict of metrics stored in ``History.evals``. Its time is not counted.
         eval_every: steps between evaluations.
         progress: show a ``tqdm`` progress bar with the current loss and temperature.
+        checkpoint_every: save the whole training state (see :mod:`clip_tutorial.train_state`)
+            into ``checkpoint_dir`` every this many steps and after the last one.
+        checkpoint_dir: the folder of those training states.
+        resume_from: a training state (or a folder of them, the latest is taken) to continue
+            from; the run then ends with exactly the weights an uninterrupted run would have.
 
     Returns:
-        The :class:`History` of the run.
+        The :class:`History` of the run (including the steps before a resume).
+
+    Raises:
+        FloatingPointError: if the loss stops being finite; the message names the step, the
+            learning rate and the likely causes.
     """
+    from .train_state import TrainingState, load_training_state, save_training_state
+
     if not isinstance(model, CLIP):
         raise TypeError(f"model: expected a clip_tutorial CLIP, got {type(model).__name__}")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every <= 0 or checkpoint_dir is None):
+        raise ValueError(f"checkpoint_every: expected a positive int together with a checkpoint_dir, "
+                         f"got {checkpoint_every!r} and checkpoint_dir={checkpoint_dir!r}")
     _check_data(images, tokens, config.batch_size)
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    autocast = _autocast(device, config.precision)
     model.to(device).train()
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                                   betas=config.betas, eps=config.eps)
+    scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
     generator = torch.Generator().manual_seed(config.seed)
-    history, order, cursor = History(), torch.empty(0, dtype=torch.long), 0
+    history, order, cursor, first = History(), torch.empty(0, dtype=torch.long), 0, 0
+    if resume_from is not None:
+        state = load_training_state(resume_from)
+        _check_resumable(config, state.config, resume_from)
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        if scaler is not None and state.scaler:
+            scaler.load_state_dict(state.scaler)
+        generator.set_state(state.generator)
+        torch.set_rng_state(state.rng["cpu"])
+        if "cuda" in state.rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state.rng["cuda"])
+        order, cursor, first, history = state.order, state.cursor, state.step, History(**state.history)
     max_log_scale = math.log(MAX_LOGIT_SCALE)
-    bar = tqdm(range(config.steps), desc="training", disable=not progress, mininterval=0.5)
-    start = time.perf_counter()
+    bar = tqdm(range(first, config.steps), desc="training", disable=not progress, mininterval=0.5,
+               initial=first, total=config.steps)
+    start = time.perf_counter() - history.seconds
     for step in bar:
         if cursor + config.batch_size > len(order):
             order, cursor = torch.randperm(images.shape[0], generator=generator), 0
@@ -178,19 +245,29 @@ def train_clip(
         lr = lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        logits_per_image, logits_per_text = model(images[index].to(device), tokens[index].to(device))
-        loss = clip_loss(logits_per_image, logits_per_text)
+        with autocast:
+            logits_per_image, logits_per_text = model(images[index].to(device), tokens[index].to(device))
+            loss = clip_loss(logits_per_image, logits_per_text)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
             raise FloatingPointError(
-                f"the loss became {loss_value} at step {step + 1}; likely causes: a learning rate too high "
-                f"(lr={config.lr}), no warm-up, or fp16 overflow"
+                f"the loss became {loss_value} at step {step + 1} (learning rate {lr:.3g}, peak {config.lr:.3g}, "
+                f"precision {config.precision}); likely causes: a learning rate too high or too short a warm-up, "
+                "fp16 overflow (try bf16 or fp32), or bad inputs (NaN or inf in the images, out-of-range token ids)"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is None:
+            loss.backward()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
         if config.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
         with torch.no_grad():
             model.logit_scale.clamp_(0, max_log_scale)
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
@@ -203,10 +280,27 @@ def train_clip(
         if eval_fn is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == config.steps):
             paused = time.perf_counter()
             model.eval()
-            history.evals.append({"step": step + 1, **eval_fn(model)})
+            history.evals.append({"step": step + 1, "seconds": paused - start, **eval_fn(model)})
             model.train()
+            start += time.perf_counter() - paused
+        if checkpoint_every and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
+            paused = time.perf_counter()
+            history.seconds = paused - start
+            rng = {"cpu": torch.get_rng_state()}
+            if device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state(device)
+            save_training_state(checkpoint_dir, TrainingState(
+                step=step + 1, model=model.state_dict(), optimizer=optimizer.state_dict(), generator=generator.get_state(),
+                order=order, cursor=cursor, rng=rng, scaler=scaler.state_dict() if scaler is not None else {},
+                config=json.loads(json.dumps(asdict(config))), history=history.to_dict()))
             start += time.perf_counter() - paused
     history.seconds = time.perf_counter() - start
     bar.close()
     model.eval()
     return history
+
+
+if __name__ == "__main__":  # python -m clip_tutorial.train --help
+    from clip_tutorial.cli import main
+
+    raise SystemExit(main())

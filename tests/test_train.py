@@ -1,4 +1,5 @@
-"""Tests of the training loop: schedule, weight-decay groups, clamping, determinism, errors."""
+"""Tests of the training loop: schedule, weight-decay groups, clipping, clamping, precision, determinism,
+checkpoint and resume, errors."""
 from __future__ import annotations
 
 import math
@@ -6,6 +7,7 @@ import math
 import pytest
 import torch
 from conftest import make_tiny_clip
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from clip_tutorial.model import MAX_LOGIT_SCALE
 from clip_tutorial.train import TrainConfig, lr_at, param_groups, train_clip
@@ -124,3 +126,153 @@ def test_bad_training_data():
         train_clip(torch.nn.Linear(2, 2), images, tokens, TrainConfig(steps=1, warmup_steps=1), progress=False)
     with pytest.raises(TypeError, match="config"):
         train_clip(model, images, tokens, {"steps": 1}, progress=False)
+
+
+# --- Chapter 3.2: mixed precision, clipping, decay groups, divergence errors, checkpoint and resume ---
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_bf16_autocast_runs_on_the_cpu_and_stays_close_to_fp32():
+    images, tokens = _data()
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        model, _ = make_tiny_clip(seed=3)
+        config = TrainConfig(steps=4, batch_size=32, warmup_steps=1, lr=1e-3, precision=precision)
+        runs[precision] = (train_clip(model, images, tokens, config, progress=False).loss, model)
+    fp32, bf16 = runs["fp32"][0], runs["bf16"][0]
+    assert fp32 != bf16, "bf16 must really compute in lower precision"
+    assert bf16 == pytest.approx(fp32, abs=0.05), (fp32, bf16)
+    assert all(p.dtype == torch.float32 for p in runs["bf16"][1].parameters()), "master weights stay fp32"
+
+
+def test_fp16_is_refused_on_the_cpu_with_a_clear_error():
+    images, tokens = _data()
+    model, _ = make_tiny_clip()
+    with pytest.raises(ValueError, match=r"'fp16' needs a CUDA GPU.*bf16"):
+        train_clip(model, images, tokens, TrainConfig(steps=1, batch_size=32, warmup_steps=1, precision="fp16"),
+                   device="cpu", progress=False)
+
+
+def test_bad_precision_is_refused():
+    with pytest.raises(ValueError, match=r"TrainConfig.precision.*'fp8'"):
+        TrainConfig(precision="fp8")
+
+
+def _optimizer_spy():
+    """Record, just before every optimiser step, the global gradient norm and the parameter groups."""
+    seen = []
+
+    def before_step(optimizer, args, kwargs):
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        seen.append((float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))),
+                     [(g["weight_decay"], {id(p) for p in g["params"]}) for g in optimizer.param_groups]))
+
+    handle = register_optimizer_step_pre_hook(before_step)
+    return seen, handle
+
+
+@pytest.mark.parametrize("grad_clip", [0.05, None])
+def test_gradients_are_clipped_before_the_step(grad_clip):
+    images, tokens = _data()
+    model, _ = make_tiny_clip()
+    seen, handle = _optimizer_spy()
+    try:
+        train_clip(model, images, tokens, TrainConfig(steps=3, batch_size=32, warmup_steps=1, grad_clip=grad_clip),
+                   progress=False)
+    finally:
+        handle.remove()
+    norms = [norm for norm, _ in seen]
+    assert len(norms) == 3
+    if grad_clip is None:
+        assert min(norms) > 0.05, f"an untrained model's gradients are larger than the clip used here: {norms}"
+    else:
+        assert max(norms) == pytest.approx(grad_clip, rel=1e-4), norms
+
+
+def test_the_optimiser_decays_matrices_only():
+    images, tokens = _data()
+    model, _ = make_tiny_clip()
+    seen, handle = _optimizer_spy()
+    try:
+        train_clip(model, images, tokens, TrainConfig(steps=1, batch_size=32, warmup_steps=1, weight_decay=0.3),
+                   progress=False)
+    finally:
+        handle.remove()
+    groups = dict(seen[0][1])
+    assert set(groups) == {0.3, 0.0}
+    named = dict(model.named_parameters())
+    assert id(named["logit_scale"]) in groups[0.0] and id(named["ln_final.bias"]) in groups[0.0]
+    assert id(named["text_projection"]) in groups[0.3] and id(named["visual.conv1.weight"]) in groups[0.3]
+
+
+def test_a_diverging_loss_names_the_step_the_learning_rate_and_the_causes():
+    images, tokens = _data()
+    model, _ = make_tiny_clip()
+
+    def poison(m):  # after step 2 a weight turns into NaN, so step 3's loss is NaN
+        with torch.no_grad():
+            m.text_projection[0, 0] = float("nan")
+        return {}
+
+    config = TrainConfig(steps=5, batch_size=32, warmup_steps=4, lr=1e-3)
+    with pytest.raises(FloatingPointError) as info:
+        train_clip(model, images, tokens, config, eval_fn=poison, eval_every=2, progress=False)
+    message = str(info.value)
+    assert "step 3" in message and f"learning rate {lr_at(2, config):.3g}" in message, message
+    for cause in ("learning rate too high", "fp16 overflow", "bad inputs"):
+        assert cause in message, message
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resuming_gives_bit_for_bit_the_weights_of_an_uninterrupted_run(tmp_path):
+    from clip_tutorial.train_state import latest_training_state
+
+    images, tokens = _data()
+    config = TrainConfig(steps=10, batch_size=32, warmup_steps=2, lr=3e-3)  # 3 batches an epoch
+    straight, _ = make_tiny_clip(seed=5)
+    full = train_clip(straight, images, tokens, config, progress=False)
+
+    def stop_at_8(m):  # evaluated at steps 4 and 8; interrupts the run at step 8
+        if calls:
+            raise _Stop
+        calls.append(1)
+        return {}
+
+    calls = []
+    interrupted, _ = make_tiny_clip(seed=5)
+    with pytest.raises(_Stop):  # stops at step 8, before its state is saved: the latest is step 4 (mid-epoch)
+        train_clip(interrupted, images, tokens, config, eval_fn=stop_at_8, eval_every=4, progress=False,
+                   checkpoint_every=4, checkpoint_dir=tmp_path)
+    assert latest_training_state(tmp_path).name == "step-000004"
+    resumed, _ = make_tiny_clip(seed=99)  # different initial weights: all must come from the saved state
+    history = train_clip(resumed, images, tokens, config, progress=False, resume_from=tmp_path)
+    for name, value in _weights(straight).items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert history.loss == full.loss and history.steps == full.steps and history.lr == full.lr
+
+
+def test_resuming_with_another_config_or_from_a_corrupted_state_is_refused(tmp_path):
+    images, tokens = _data()
+    config = TrainConfig(steps=2, batch_size=32, warmup_steps=1)
+    model, _ = make_tiny_clip()
+    train_clip(model, images, tokens, config, progress=False, checkpoint_every=1, checkpoint_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "step-000001.json", "step-000001.safetensors", "step-000002.json", "step-000002.safetensors"]
+    with pytest.raises(ValueError, match=r"another config.*lr \(given 0.002, saved 0.001\)"):
+        train_clip(model, images, tokens, TrainConfig(steps=2, batch_size=32, warmup_steps=1, lr=2e-3),
+                   progress=False, resume_from=tmp_path / "step-000001")
+    weights = tmp_path / "step-000001.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="corrupted"):
+        train_clip(model, images, tokens, config, progress=False, resume_from=tmp_path / "step-000001.json")
+    with pytest.raises(FileNotFoundError, match="resume_from"):
+        train_clip(model, images, tokens, config, progress=False, resume_from=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        train_clip(model, images, tokens, config, progress=False, checkpoint_every=1)

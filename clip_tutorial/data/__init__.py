@@ -17,3 +17,8 @@ __all__ = [
     "STD", "STYLES", "TEMPLATES", "ShapeSpec", "ShapesWorld", "class_names", "count_caption", "count_scene",
     "heldout_combinations", "normalize_images", "plural", "relation_caption", "relation_scene", "render_scene", "vocabulary",
 ]
+from .augment import RandomResizedCrop, random_resized_crop, random_resized_crop_pil, sample_crop_boxes
+from .pairs import CaptionCollator, ImageCaptionPairs
+
+__all__ += ["CaptionCollator", "ImageCaptionPairs", "RandomResizedCrop", "random_resized_crop",
+            "random_resized_crop_pil", "sample_crop_boxes"]
