@@ -21,6 +21,7 @@ from .model.stats import count_flops, count_parameters, model_table  # noqa: E40
 from .loss import clip_loss, clip_loss_gradient  # noqa: E402
 from .train import History, TrainConfig, train_clip  # noqa: E402
 from .zeroshot import build_zero_shot_classifier, encode_images, encode_texts, zero_shot_accuracy, zero_shot_predict  # noqa: E402
+from .retrieval import recall_at_k, retrieval_metrics  # noqa: E402
 from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from .preprocess import Preprocess  # noqa: E402
 from .pretrained import PretrainedUnavailableError, list_pretrained, load_pretrained  # noqa: E402
@@ -33,7 +34,8 @@ __all__ = [
     "heldout_combinations", "vocabulary", "WordTokenizer", "BPETokenizer", "learn_bpe", "CLIP", "CLIPConfig",
     "ModifiedResNet", "VisionTransformer", "get_config", "list_configs", "count_flops", "count_parameters",
     "model_table", "clip_loss", "clip_loss_gradient", "History", "TrainConfig", "train_clip", "build_zero_shot_classifier", "encode_images",
-    "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "load_checkpoint", "save_checkpoint", "Preprocess",
+    "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "recall_at_k", "retrieval_metrics",
+    "load_checkpoint", "save_checkpoint", "Preprocess",
     "PretrainedUnavailableError", "list_pretrained", "load_pretrained", "RECIPES",
     "TrainedCLIP", "load_or_train", "train_recipe", "FixedClassCNN", "classifier_accuracy", "train_classifier",
     "convert", "exercises", "probes", "temperature", "viz", "viz_encoders", "widgets",

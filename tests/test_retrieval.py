@@ -1,0 +1,81 @@
+"""Recall@K against a plain-Python reference that sorts every query's scores."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from clip_tutorial.retrieval import recall_at_k, retrieval_metrics, retrieval_ranks
+
+
+def _reference_recall(similarity: torch.Tensor, positives: torch.Tensor, k: int) -> float:
+    hits = 0
+    for scores, correct in zip(similarity.tolist(), positives.tolist()):
+        order = sorted(range(len(scores)), key=lambda j: -scores[j])  # distinct scores: no ties
+        hits += any(correct[j] for j in order[:k])
+    return hits / len(similarity)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(0, 10_000))
+def test_recall_matches_sorting_reference(queries, gallery, seed):
+    g = torch.Generator().manual_seed(seed)
+    similarity = torch.randn(queries, gallery, generator=g, dtype=torch.float64).float()
+    positives = torch.rand(queries, gallery, generator=g) < 0.3
+    positives[torch.arange(queries), torch.randint(0, gallery, (queries,), generator=g)] = True
+    ks = (1, 2, 5, gallery)
+    got = recall_at_k(similarity, ks, positives)
+    for k in ks:
+        assert got[k] == pytest.approx(_reference_recall(similarity, positives, k))
+
+
+def test_ranks_of_known_orderings():
+    similarity = torch.tensor([[0.9, 0.1, 0.5], [0.9, 0.1, 0.5], [0.2, 0.3, 0.1]])
+    # query 0's match (item 0) is first; query 1's match (item 1) is last; query 2's match is last
+    assert retrieval_ranks(similarity).tolist() == [0, 2, 2]
+    assert recall_at_k(similarity, (1, 2, 3)) == {1: pytest.approx(1 / 3), 2: pytest.approx(1 / 3), 3: 1.0}
+
+
+def test_ties_count_in_the_query_favour_and_any_positive_counts():
+    similarity = torch.tensor([[0.5, 0.5, 0.1], [0.2, 0.7, 0.7]])
+    positives = torch.tensor([[True, False, False], [False, False, True]])
+    assert retrieval_ranks(similarity, positives).tolist() == [0, 0]
+    twins = torch.tensor([[False, True, True], [True, False, False]])
+    assert retrieval_ranks(similarity, twins).tolist() == [0, 2]
+
+
+def test_metrics_both_directions_for_perfect_and_shuffled_pairs():
+    torch.manual_seed(0)
+    features = torch.randn(32, 16)
+    perfect = retrieval_metrics(features, features * 3.0)  # scale does not matter: features are normalised
+    assert all(value == 1.0 for value in perfect.values()) and len(perfect) == 6
+    shuffled = retrieval_metrics(features, features[torch.roll(torch.arange(32), 1)], ks=(1,))
+    assert shuffled == {"image_to_text_R@1": 0.0, "text_to_image_R@1": 0.0}
+
+
+def test_text_to_image_uses_the_transpose():
+    torch.manual_seed(1)
+    images, texts = F.normalize(torch.randn(10, 8), dim=-1), F.normalize(torch.randn(10, 8), dim=-1)
+    metrics = retrieval_metrics(images, texts, ks=(3,))
+    similarity = images @ texts.T
+    eye = torch.eye(10, dtype=torch.bool)
+    assert metrics["image_to_text_R@3"] == pytest.approx(_reference_recall(similarity, eye, 3))
+    assert metrics["text_to_image_R@3"] == pytest.approx(_reference_recall(similarity.T, eye, 3))
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: recall_at_k(torch.zeros(3, 4)), ValueError, "positives: needed when the similarity is not square"),
+    (lambda: recall_at_k(torch.zeros(3, 3, dtype=torch.long)), TypeError, "similarity: expected a float tensor"),
+    (lambda: recall_at_k(torch.zeros(3)), ValueError, "non-empty 2-D"),
+    (lambda: recall_at_k(torch.zeros(2, 2), ks=(0,)), ValueError, "ks: expected"),
+    (lambda: recall_at_k(torch.zeros(2, 2), ks=5), ValueError, "ks: expected"),
+    (lambda: recall_at_k(torch.zeros(2, 2), positives=torch.ones(2, 2)), TypeError, "positives: expected a bool"),
+    (lambda: recall_at_k(torch.zeros(2, 2), positives=torch.tensor([[True, False], [False, False]])), ValueError,
+     r"queries \[1\] have none"),
+    (lambda: retrieval_metrics(torch.zeros(2, 3), torch.zeros(3, 3)), ValueError, "text_features: expected the shape"),
+])
+def test_bad_input_is_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
