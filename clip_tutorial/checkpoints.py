@@ -27,7 +27,7 @@ from .convert import check_state_dict
 from .model import CLIP, CLIPConfig
 from .tokenizer import WordTokenizer
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_paths", "FORMAT", "VERSION"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_paths", "sha256_file", "FORMAT", "VERSION"]
 
 #: The ``"format"`` field of every checkpoint description.
 FORMAT = "clip_tutorial-checkpoint"
@@ -87,9 +87,10 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, as lower-case hex, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with path.open("rb") as handle:
+    with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -148,7 +149,7 @@ def save_checkpoint(model: CLIP, path: str | os.PathLike, tokenizer: WordTokeniz
             "config": model.config.to_dict(),
             "tokenizer": None if tokenizer is None else json.loads(tokenizer.to_json()),
             "metadata": metadata,
-            "sha256": _sha256(tmp_weights),
+            "sha256": sha256_file(tmp_weights),
         }
         tmp_json.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp_weights, weights_path)
@@ -233,7 +234,7 @@ def load_checkpoint(path: str | os.PathLike, config: CLIPConfig | None = None,
         differences = _config_differences(config, stored)
         if differences:
             raise ValueError("config: expected the checkpoint's config, got differing fields: " + "; ".join(differences))
-    digest = _sha256(weights_path)
+    digest = sha256_file(weights_path)
     if digest != description["sha256"]:
         raise ValueError(
             f"checkpoint file {weights_path} is corrupted (sha256 mismatch: expected {description['sha256']}, "

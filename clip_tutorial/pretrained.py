@@ -21,13 +21,14 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .checkpoints import sha256_file
 from .model import CLIP
 from .preprocess import Preprocess
 from .recipes import cache_dir
 from .safe_load import is_torchscript_archive, read_torchscript_state_dict
 
 __all__ = ["PretrainedSource", "PRETRAINED", "Pretrained", "PretrainedUnavailableError", "ChecksumError",
-           "list_pretrained", "cached_path", "sha256_file", "download_verified", "read_state_dict", "load_pretrained"]
+           "list_pretrained", "cached_path", "download_verified", "read_state_dict", "load_pretrained"]
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models"
 _CHUNK = 1 << 20
@@ -107,15 +108,6 @@ def cached_path(name: str, cache: str | os.PathLike | None = None) -> Path:
     if not isinstance(name, str) or name not in PRETRAINED:
         raise ValueError(f"name: expected one of {list_pretrained()}, got {name!r}")
     return (Path(cache) if cache is not None else cache_dir()) / "openai" / PRETRAINED[name].filename
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file, as lower-case hex, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fetch(url: str, dest: Path, timeout: float) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .checkpoints import _sha256
+from .checkpoints import sha256_file
 
 __all__ = ["TrainingState", "save_training_state", "load_training_state", "latest_training_state",
            "state_path", "FORMAT"]
@@ -95,7 +95,7 @@ def save_training_state(folder: str | os.PathLike, state: TrainingState) -> Path
     try:
         stem.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp_weights))
-        description["sha256"] = _sha256(tmp_weights)
+        description["sha256"] = sha256_file(tmp_weights)
         tmp_meta.write_text(json.dumps(description, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp_weights, weights)
         os.replace(tmp_meta, meta)
@@ -148,7 +148,7 @@ def load_training_state(path: str | os.PathLike) -> TrainingState:
         raise ValueError(f"training state {meta} is corrupted: expected JSON, got a parse error ({err})") from err
     if not isinstance(description, dict) or description.get("format") != FORMAT:
         raise ValueError(f"training state {meta}: expected format {FORMAT!r}")
-    if _sha256(weights) != description["sha256"]:
+    if sha256_file(weights) != description["sha256"]:
         raise ValueError(f"training state {weights} is corrupted (sha256 mismatch)")
     tensors = load_file(str(weights))
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
