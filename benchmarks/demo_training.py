@@ -19,14 +19,13 @@ Writes data/benchmarks/demo_training.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _report import ROOT, write_report  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 
 def _seconds(value: float | None) -> str:
@@ -85,9 +84,7 @@ def main() -> int:
               f"| {r['all_acc']:.1%} | {r['pairs_per_second']:.0f} | {_seconds(r['seconds_to_95'])} "
               f"| {_seconds(r['seconds_to_98'])} |")
     if not args.no_write:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
+        write_report(report, args.output)
     return 0
 
 

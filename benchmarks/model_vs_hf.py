@@ -22,7 +22,6 @@ Writes data/benchmarks/model_vs_hf.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _report import ROOT, write_report  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 # Training batch and inference batch per configuration name.
 BATCHES = {"small": (32, 128), "ViT-B/32": (8, 16)}
 
@@ -164,9 +163,7 @@ def main() -> int:
         "command": "python benchmarks/model_vs_hf.py " + " ".join(sys.argv[1:]),
     }
     if not args.no_write:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.output.relative_to(ROOT)}")
+        write_report(report, args.output)
     return 0
 
 

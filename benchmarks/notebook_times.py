@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import fnmatch
-import json
 import os
 import platform
 import statistics
@@ -33,7 +32,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _report import ROOT, write_report  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 DEFAULT_OUTPUT = ROOT / "data" / "benchmarks" / "notebook_times.json"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -223,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             "flagged": flagged,
             "markdown": table,
         }
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"\nWrote {args.output}", file=sys.stderr)
+        write_report(result, args.output)
     return 1 if failed else 0
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import platform
 import random
 import statistics
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from _report import ROOT, write_report  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 DEFAULT_OUTPUT = ROOT / "data" / "benchmarks" / "tokenizer_speed.json"
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -131,9 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "processor": platform.processor()
                     or platform.machine(), "torch_threads": torch.get_num_threads()},
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"\nwrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}")
+    write_report(report, args.output)
     return 0
 
 
