@@ -11,15 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .model.config import check_positive_int
 from .train import TrainConfig, lr_at, param_groups
 
 __all__ = ["FixedClassCNN", "train_classifier", "classifier_accuracy"]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
 
 
 class FixedClassCNN(nn.Module):
@@ -42,9 +37,9 @@ class FixedClassCNN(nn.Module):
 
     def __init__(self, num_classes: int, width: int = 16, image_size: int = 32, stages: int = 3) -> None:
         super().__init__()
-        self.num_classes = _positive_int("num_classes", num_classes)
-        self.image_size = _positive_int("image_size", image_size)
-        width, stages = _positive_int("width", width), _positive_int("stages", stages)
+        self.num_classes = check_positive_int("num_classes", num_classes)
+        self.image_size = check_positive_int("image_size", image_size)
+        width, stages = check_positive_int("width", width), check_positive_int("stages", stages)
         if image_size % 2 ** stages:
             raise ValueError(f"image_size: expected a multiple of 2**stages={2 ** stages}, got {image_size}")
         sizes = [3] + [width * 2 ** i for i in range(stages)]
@@ -109,7 +104,7 @@ def train_classifier(model: FixedClassCNN, images: torch.Tensor, labels: torch.T
         ValueError: on mismatched sizes, labels out of range, ``batch_size`` above N or bad hyper-parameters.
     """
     _check_data(model, images, labels)
-    config = TrainConfig(steps=_positive_int("steps", steps), batch_size=_positive_int("batch_size", batch_size),
+    config = TrainConfig(steps=check_positive_int("steps", steps), batch_size=check_positive_int("batch_size", batch_size),
                          lr=lr, warmup_steps=steps // 10, weight_decay=weight_decay, seed=seed)
     if batch_size > images.shape[0]:
         raise ValueError(f"batch_size: expected at most the number of images ({images.shape[0]}), got {batch_size}")

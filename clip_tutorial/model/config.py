@@ -168,6 +168,13 @@ def _is_positive_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is a positive int (``bool`` refused), else raise a ``ValueError`` naming ``name``."""
+    if not _is_positive_int(value):
+        raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    return value
+
+
 def _official_vit(embed_dim: int, resolution: int, layers: int, width: int, patch: int,
                   text_width: int, text_heads: int) -> CLIPConfig:
     return CLIPConfig(

@@ -24,13 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import check_positive_int
+
 __all__ = ["Bottleneck", "AttentionPool2d", "ModifiedResNet"]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
 
 
 class Bottleneck(nn.Module):
@@ -60,9 +56,9 @@ class Bottleneck(nn.Module):
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        _positive_int("inplanes", inplanes)
-        _positive_int("planes", planes)
-        _positive_int("stride", stride)
+        check_positive_int("inplanes", inplanes)
+        check_positive_int("planes", planes)
+        check_positive_int("stride", stride)
         out = planes * self.expansion
         self.stride = stride
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
@@ -117,11 +113,11 @@ class AttentionPool2d(nn.Module):
 
     def __init__(self, spacial_dim: int, embed_dim: int, num_heads: int, output_dim: int | None = None) -> None:
         super().__init__()
-        _positive_int("spacial_dim", spacial_dim)
-        _positive_int("embed_dim", embed_dim)
-        _positive_int("num_heads", num_heads)
+        check_positive_int("spacial_dim", spacial_dim)
+        check_positive_int("embed_dim", embed_dim)
+        check_positive_int("num_heads", num_heads)
         if output_dim is not None:
-            _positive_int("output_dim", output_dim)
+            check_positive_int("output_dim", output_dim)
         if embed_dim % num_heads:
             raise ValueError(f"num_heads: expected a divisor of embed_dim={embed_dim}, got {num_heads}")
         self.spacial_dim, self.num_heads = spacial_dim, num_heads
@@ -181,10 +177,10 @@ class ModifiedResNet(nn.Module):
         if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or len(layers) != 4:
             raise ValueError(f"layers: expected four block counts such as (3, 4, 6, 3), got {layers!r}")
         for i, count in enumerate(layers):
-            _positive_int(f"layers[{i}]", count)
-        _positive_int("output_dim", output_dim)
-        _positive_int("width", width)
-        _positive_int("input_resolution", input_resolution)
+            check_positive_int(f"layers[{i}]", count)
+        check_positive_int("output_dim", output_dim)
+        check_positive_int("width", width)
+        check_positive_int("input_resolution", input_resolution)
         if input_resolution % 32:
             raise ValueError(f"input_resolution: expected a multiple of 32 (the ResNet's total stride), got {input_resolution}")
         if width % 2:
