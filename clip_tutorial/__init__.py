@@ -26,8 +26,9 @@ from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from .preprocess import Preprocess  # noqa: E402
 from .pretrained import PretrainedUnavailableError, list_pretrained, load_pretrained  # noqa: E402
 from .recipes import RECIPES, TrainedCLIP, load_or_train, train_recipe  # noqa: E402
+from .shipped import list_shipped, load_shipped  # noqa: E402
 from .baselines import FixedClassCNN, classifier_accuracy, train_classifier  # noqa: E402
-from . import convert, exercises, probes, temperature, viz, viz_encoders, widgets  # noqa: E402
+from . import convert, embedding_map, exercises, experiments, probes, shipped, temperature, viz, viz_encoders, widgets  # noqa: E402
 
 __all__ = [
     "__version__", "get_device", "seed_everything", "setup_notebook", "ShapesWorld", "class_names",
@@ -37,6 +38,6 @@ __all__ = [
     "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "recall_at_k", "retrieval_metrics",
     "load_checkpoint", "save_checkpoint", "Preprocess",
     "PretrainedUnavailableError", "list_pretrained", "load_pretrained", "RECIPES",
-    "TrainedCLIP", "load_or_train", "train_recipe", "FixedClassCNN", "classifier_accuracy", "train_classifier",
-    "convert", "exercises", "probes", "temperature", "viz", "viz_encoders", "widgets",
+    "TrainedCLIP", "load_or_train", "train_recipe", "list_shipped", "load_shipped", "FixedClassCNN", "classifier_accuracy", "train_classifier",
+    "convert", "embedding_map", "exercises", "experiments", "probes", "shipped", "temperature", "viz", "viz_encoders", "widgets",
 ]

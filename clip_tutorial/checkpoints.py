@@ -4,8 +4,10 @@ A checkpoint is two files with the same stem:
 
 * ``<name>.safetensors``: the weights, written by ``safetensors`` (plain tensors, no pickle, so
   loading a checkpoint can never run code);
-* ``<name>.json``: the :class:`~clip_tutorial.model.CLIPConfig`, the tokenizer's vocabulary, free
-  metadata (training steps, accuracy, ...) and the SHA-256 of the weights file, checked on load.
+* ``<name>.json``: the :class:`~clip_tutorial.model.CLIPConfig`, the tokenizer (a word tokenizer's
+  vocabulary; for CLIP's BPE tokenizer only its settings, since its vocabulary ships with the
+  package), free metadata (training steps, accuracy, ...) and the SHA-256 of the weights file,
+  checked on load.
 
 Explained in Chapter 1 (the pre-trained tiny model the book loads) and in the training chapters.
 """
@@ -23,9 +25,10 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from .bpe import OFFICIAL_NUM_MERGES, BPETokenizer, load_merges
 from .convert import check_state_dict
 from .model import CLIP, CLIPConfig
-from .tokenizer import WordTokenizer
+from .tokenizer import BaseTokenizer, WordTokenizer
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_paths", "sha256_file", "FORMAT", "VERSION"]
 
@@ -41,14 +44,15 @@ class Checkpoint:
 
     Attributes:
         model: the :class:`~clip_tutorial.model.CLIP` model with the saved weights, in eval mode.
-        tokenizer: the saved :class:`~clip_tutorial.tokenizer.WordTokenizer`, or ``None`` when the
-            checkpoint was saved without one.
+        tokenizer: the saved :class:`~clip_tutorial.tokenizer.WordTokenizer` or
+            :class:`~clip_tutorial.bpe.BPETokenizer`, or ``None`` when the checkpoint was saved
+            without one.
         metadata: the free-form dict given to :func:`save_checkpoint` (empty when none was given).
         config: the model's configuration, as stored in the checkpoint.
     """
 
     model: CLIP
-    tokenizer: WordTokenizer | None
+    tokenizer: BaseTokenizer | None
     metadata: dict[str, Any] = field(default_factory=dict)
     config: CLIPConfig | None = None
 
@@ -96,7 +100,42 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: CLIP, path: str | os.PathLike, tokenizer: WordTokenizer | None = None,
+def _tokenizer_description(tokenizer: WordTokenizer | BPETokenizer) -> dict[str, Any]:
+    """The JSON description of a tokenizer: a ``"type"`` tag and what rebuilds it.
+
+    A word tokenizer stores its words. A BPE tokenizer whose merges are the first ``n`` of CLIP's
+    official list (the vocabulary file shipped in ``clip_tutorial/assets``) stores only ``n``; one
+    with merges of its own (e.g. from :func:`~clip_tutorial.bpe_trainer.learn_bpe`) stores them.
+    """
+    if isinstance(tokenizer, WordTokenizer):
+        return {"type": "word", **json.loads(tokenizer.to_json())}
+    description: dict[str, Any] = {"type": "bpe", "context_length": tokenizer.context_length}
+    n = len(tokenizer.merges)
+    if n <= OFFICIAL_NUM_MERGES and tokenizer.merges == load_merges(num_merges=n):
+        description["num_merges"] = n
+    else:
+        description["merges"] = [list(pair) for pair in tokenizer.merges]
+    return description
+
+
+def _tokenizer_from_description(description: dict[str, Any], json_path: Path) -> WordTokenizer | BPETokenizer:
+    """Rebuild the tokenizer described by :func:`_tokenizer_description` (no tag: a word tokenizer)."""
+    kind = description.get("type", "word") if isinstance(description, dict) else None
+    try:
+        if kind == "word":
+            return WordTokenizer.from_json(json.dumps(description))
+        if kind == "bpe":
+            if "merges" in description:
+                merges = [tuple(pair) for pair in description["merges"]]
+            else:
+                merges = load_merges(num_merges=description["num_merges"])
+            return BPETokenizer(merges, context_length=description["context_length"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"checkpoint file {json_path}: expected a valid {kind} tokenizer description, got {err}") from err
+    raise ValueError(f"checkpoint file {json_path}: expected a tokenizer of type 'word' or 'bpe', got {kind!r}")
+
+
+def save_checkpoint(model: CLIP, path: str | os.PathLike, tokenizer: WordTokenizer | BPETokenizer | None = None,
                     metadata: dict[str, Any] | None = None) -> Path:
     """Save a model (and optionally its tokenizer and some metadata) as a safetensors checkpoint.
 
@@ -107,7 +146,10 @@ def save_checkpoint(model: CLIP, path: str | os.PathLike, tokenizer: WordTokeniz
     Args:
         model: the model to save; its weights are copied to the CPU first.
         path: where to save, with or without the ``.safetensors`` suffix.
-        tokenizer: the tokenizer the model was trained with, saved in the JSON file.
+        tokenizer: the tokenizer the model was trained with, saved in the JSON file: a
+            :class:`~clip_tutorial.tokenizer.WordTokenizer` with its words, or a
+            :class:`~clip_tutorial.bpe.BPETokenizer` by its settings (its number of official merges,
+            or its own merges) and context length.
         metadata: any JSON-serialisable dict (steps trained, accuracy, dataset seed ...); NumPy
             numbers and small tensors in it are stored as plain numbers and lists.
 
@@ -122,8 +164,8 @@ def save_checkpoint(model: CLIP, path: str | os.PathLike, tokenizer: WordTokeniz
     """
     if not isinstance(model, CLIP):
         raise TypeError(f"model: expected a clip_tutorial CLIP model, got {type(model).__name__}")
-    if tokenizer is not None and not isinstance(tokenizer, WordTokenizer):
-        raise TypeError(f"tokenizer: expected a WordTokenizer or None, got {type(tokenizer).__name__}")
+    if tokenizer is not None and not isinstance(tokenizer, (WordTokenizer, BPETokenizer)):
+        raise TypeError(f"tokenizer: expected a WordTokenizer, a BPETokenizer or None, got {type(tokenizer).__name__}")
     if tokenizer is not None and tokenizer.vocab_size > model.config.vocab_size:
         raise ValueError(
             f"tokenizer: expected at most model.config.vocab_size={model.config.vocab_size} ids, "
@@ -147,7 +189,7 @@ def save_checkpoint(model: CLIP, path: str | os.PathLike, tokenizer: WordTokeniz
             "format": FORMAT,
             "version": VERSION,
             "config": model.config.to_dict(),
-            "tokenizer": None if tokenizer is None else json.loads(tokenizer.to_json()),
+            "tokenizer": None if tokenizer is None else _tokenizer_description(tokenizer),
             "metadata": metadata,
             "sha256": sha256_file(tmp_weights),
         }
@@ -253,6 +295,6 @@ def load_checkpoint(path: str | os.PathLike, config: CLIPConfig | None = None,
     model.to(device).eval()
     tokenizer = None
     if description["tokenizer"] is not None:
-        tokenizer = WordTokenizer.from_json(json.dumps(description["tokenizer"]))
+        tokenizer = _tokenizer_from_description(description["tokenizer"], json_path)
     metadata = description["metadata"] if isinstance(description["metadata"], dict) else {}
     return Checkpoint(model=model, tokenizer=tokenizer, metadata=metadata, config=stored)

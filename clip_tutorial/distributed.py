@@ -8,6 +8,10 @@ produced each feature. With that, and with DDP averaging the parameter gradients
 ``W`` processes of ``B`` pairs each computes exactly the loss and gradients of one process on
 ``W * B`` pairs.
 
+:func:`clip_tutorial.train.train_clip` uses the three helpers at the end of the module
+(:func:`broadcast_parameters`, :func:`shard_batch`, :func:`average_gradients`) to run unchanged
+under ``torchrun``; they do by hand, in a few lines each, what ``DistributedDataParallel`` does.
+
 Launch a script that uses this module with ``torchrun --nproc_per_node=W script.py``.
 """
 from __future__ import annotations
@@ -17,11 +21,13 @@ import os
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
 from .loss import clip_loss
 
 __all__ = ["is_distributed", "rank_and_world", "setup_distributed", "cleanup", "all_reduce_mean",
-           "gather_features", "distributed_clip_loss"]
+           "gather_features", "distributed_clip_loss", "broadcast_parameters", "average_gradients", "shard_batch",
+           "barrier"]
 
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 _BACKENDS = ("gloo", "nccl")
@@ -134,10 +140,10 @@ def _check_features(image_features: object, text_features: object) -> None:
 def gather_features(image_features: torch.Tensor, text_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Concatenate every process's features, in rank order, keeping the gradient path back.
 
-    Uses ``torch.distributed.nn.functional.all_gather``, whose backward pass sends each process
-    the gradient that *every* process computed for its slice and sums them. That sum is what
-    makes the split batch train like the whole batch: the features of process ``r`` appear as
-    negatives in the other processes' losses, and those losses push on them too.
+    The forward pass is a plain ``all_gather``; its backward pass (``_GatherWithGradient`` below)
+    sends each process the gradient that *every* process computed for its slice, summed. That
+    sum is what makes the split batch train like the whole batch: the features of process ``r``
+    appear as negatives in the other processes' losses, and those losses push on them too.
 
     Every process must hold the same number of pairs (checked: a mismatch raises the same
     ``ValueError`` on all of them rather than hanging).
@@ -153,8 +159,6 @@ def gather_features(image_features: torch.Tensor, text_features: torch.Tensor) -
     _check_features(image_features, text_features)
     if not is_distributed() or dist.get_world_size() == 1:
         return image_features, text_features
-    from torch.distributed.nn.functional import all_gather
-
     world = dist.get_world_size()
     local = torch.tensor([image_features.shape[0]], device=image_features.device)
     sizes = [torch.empty_like(local) for _ in range(world)]
@@ -163,9 +167,28 @@ def gather_features(image_features: torch.Tensor, text_features: torch.Tensor) -
     if len(set(sizes_list)) != 1:
         raise ValueError(f"image_features: expected the same local batch on every process, got sizes {sizes_list} "
                          "(drop the last incomplete batch, e.g. DataLoader(drop_last=True))")
-    all_images = torch.cat(all_gather(image_features), dim=0)
-    all_texts = torch.cat(all_gather(text_features), dim=0)
-    return all_images, all_texts
+    return _GatherWithGradient.apply(image_features), _GatherWithGradient.apply(text_features)
+
+
+class _GatherWithGradient(torch.autograd.Function):
+    """``all_gather`` along the batch dimension, differentiable: the backward pass sums over processes.
+
+    Each process's output is the concatenation of every process's input, so the gradient of the
+    sum of all processes' losses with respect to *my* input is the sum, over processes, of *my*
+    rows of their output gradients: one ``all_reduce`` of the output gradient, then my slice.
+    """
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, tensor: torch.Tensor) -> torch.Tensor:
+        pieces = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+        dist.all_gather(pieces, tensor.contiguous())
+        return torch.cat(pieces, dim=0)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.contiguous().clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return shard_batch(total)
 
 
 def distributed_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor,
@@ -180,8 +203,8 @@ def distributed_clip_loss(image_features: torch.Tensor, text_features: torch.Ten
       and the returned loss is the global loss on every process, but each process stores and
       multiplies the full matrix: ``N^2`` memory and ``N^2 d`` work, the same on each of them.
     * ``local_loss=True``: each process keeps only its own ``B`` rows, its images against all
-      ``N`` texts and its texts against all ``N`` images, so ``B x N`` logits, ``W`` times less
-      memory and work. The right answer for local pair ``i`` sits in column ``rank * B + i``.
+      ``N`` texts and its texts against all ``N`` images: two ``B x N`` blocks, ``2 N^2 / W``
+      logits instead of ``N^2``, so ``W / 2`` times less memory and work. The right answer for local pair ``i`` sits in column ``rank * B + i``.
       The returned loss is this process's share; the global loss is the mean over processes
       (:func:`all_reduce_mean`).
 
@@ -223,3 +246,96 @@ def distributed_clip_loss(image_features: torch.Tensor, text_features: torch.Ten
     batch = image_features.shape[0]
     labels = torch.arange(batch, device=image_features.device) + rank * batch
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+
+
+@torch.no_grad()
+def broadcast_parameters(model: nn.Module, src: int = 0) -> None:
+    """Copy process ``src``'s parameters and buffers into every process's ``model``, in place.
+
+    Explained in Chapter 3.4. Each process builds its own model, whose random initial weights
+    differ unless every process seeded identically; afterwards all start from the same point.
+    Does nothing without a process group. Raises ``TypeError`` if ``model`` is not an
+    ``nn.Module`` and ``ValueError`` if ``src`` is not a rank of the group.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    rank, world = rank_and_world()
+    if isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < world:
+        raise ValueError(f"src: expected a rank in [0, {world}), got {src!r}")
+    if world == 1:
+        return
+    for tensor in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(tensor.data, src=src)
+
+
+@torch.no_grad()
+def average_gradients(model: nn.Module) -> None:
+    """Replace every parameter's gradient by its mean over all processes, in place.
+
+    Explained in Chapter 3.4. Call it between ``loss.backward()`` and ``optimizer.step()``: the
+    processes then hold identical gradients, take identical steps and keep identical weights.
+    With :func:`distributed_clip_loss` the *mean* (not the sum) is the whole batch's gradient
+    (its docstring shows why). The gradients travel as one flat buffer, one ``all_reduce`` per
+    step rather than one per tensor, as DDP's buckets do. A missing gradient counts as zeros.
+    Does nothing without a process group; raises ``TypeError`` if ``model`` is not an ``nn.Module``.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    _, world = rank_and_world()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if world == 1 or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world
+    offset = 0
+    for param, grad in zip(params, grads):
+        param.grad = grad.copy_(flat[offset: offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
+def shard_batch(batch: torch.Tensor, rank: int | None = None, world_size: int | None = None) -> torch.Tensor:
+    """This process's contiguous share of a global batch: rows ``rank * B / W`` to ``(rank + 1) * B / W``.
+
+    Explained in Chapter 3.4. Every process draws the same global batch (the same seeded order);
+    each keeps its own slice, so together they cover the batch exactly once, in rank order, the
+    order in which :func:`gather_features` reassembles the features.
+
+    Args:
+        batch: any tensor whose first dimension is the global batch (indices, images, crop boxes).
+        rank: the share to take; this process's rank when omitted.
+        world_size: the number of shares; the group's size when omitted.
+
+    Returns:
+        A view of ``batch[rank * B / W : (rank + 1) * B / W]``; ``batch`` itself when ``world_size`` is 1.
+
+    Raises:
+        TypeError: if ``batch`` is not a tensor.
+        ValueError: if ``W`` does not divide the batch, or ``rank`` is not in ``[0, W)``.
+    """
+    if not isinstance(batch, torch.Tensor) or batch.ndim == 0:
+        raise TypeError(f"batch: expected a tensor with a batch dimension, got {type(batch).__name__}")
+    own_rank, own_world = rank_and_world()
+    rank = own_rank if rank is None else rank
+    world_size = own_world if world_size is None else world_size
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size <= 0:
+        raise ValueError(f"world_size: expected a positive int, got {world_size!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank: expected an int in [0, {world_size}), got {rank!r}")
+    if batch.shape[0] % world_size:
+        raise ValueError(f"batch: expected a batch divisible by world_size={world_size}, got {batch.shape[0]} rows")
+    if world_size == 1:
+        return batch
+    share = batch.shape[0] // world_size
+    return batch[rank * share: (rank + 1) * share]
+
+
+def barrier() -> None:
+    """Wait until every process has reached this call; does nothing without a process group.
+
+    Explained in Chapter 3.4: after rank 0 writes a file that the others will read (a training
+    state), nobody reads it too early.
+    """
+    if is_distributed() and dist.get_world_size() > 1:
+        dist.barrier()

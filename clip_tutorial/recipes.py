@@ -1,10 +1,11 @@
 """Named training recipes for the book's tiny CLIPs, and a cache so notebooks train each only once.
 
 A recipe fixes everything a run depends on: the ShapesWorld data, the model sizes and the
-optimiser settings. :func:`train_recipe` runs it; :func:`load_or_train` returns the cached result
-of an earlier run with the same recipe when there is one.
+optimiser settings. :func:`train_recipe` runs it; :func:`load_or_train` returns the model that
+ships with the package for that recipe (:mod:`clip_tutorial.shipped`), or else the cached result of
+an earlier run with the same recipe, training only when there is neither.
 
-Explained in Chapter 1 ("CLIP in 60 seconds").
+Explained in Chapter 1 ("CLIP in 60 seconds") and Chapter 3 (the shipped models).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,7 +28,12 @@ from .train import History, TrainConfig, train_clip
 from .zeroshot import build_zero_shot_classifier, zero_shot_accuracy
 
 __all__ = ["Recipe", "RECIPES", "TrainedCLIP", "get_recipe", "make_tokenizer", "evaluate_zero_shot",
-           "train_recipe", "load_or_train", "cache_dir"]
+           "train_recipe", "load_or_train", "cache_dir", "EVAL_N", "EVAL_SEED"]
+
+#: Images per split in the book's zero-shot protocol, :func:`evaluate_zero_shot`.
+EVAL_N = 2000
+#: Seed of the evaluation images (the ``"all"`` split uses ``EVAL_SEED + 1``).
+EVAL_SEED = 12345
 
 
 @dataclass(frozen=True)
@@ -66,12 +73,32 @@ class Recipe:
             digest.update(source.read_bytes())
         return digest.hexdigest()[:12]
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+        """Rebuild a recipe from ``dataclasses.asdict(recipe)`` or its JSON round trip (a model card's).
+
+        JSON lists become tuples again; settings the dict lacks (added to the package after it was
+        written) take their defaults.
+
+        Raises:
+            TypeError: if ``data`` is not a dict.
+            ValueError: if a key is unknown or a value is invalid.
+        """
+        if not isinstance(data, dict):
+            raise TypeError(f"data: expected a dict of Recipe fields, got {type(data).__name__}")
+        try:
+            fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k not in ("model", "train")}
+            train = {k: tuple(v) if isinstance(v, list) else v for k, v in data.get("train", {}).items()}
+            return cls(model=CLIPConfig.from_dict(data["model"]), train=TrainConfig(**train), **fields)
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"data: expected the fields of a Recipe, got {sorted(data)} ({err})") from err
+
 
 #: The package files whose code decides what a recipe trains; editing any of them retrains.
 #: (The recipes train vision transformers, so the ResNet tower and the size/cost tools are not among them.)
 TRAINING_SOURCES = ("model/config.py", "model/transformer.py", "model/vision.py", "model/clip.py",
                     "data/render.py", "data/shapesworld.py", "tokenizer.py", "loss.py", "train.py", "recipes.py",
-                    "device.py", "checkpoints.py")
+                    "device.py", "checkpoints.py", "distributed.py", "train_state.py", "data/augment.py")
 
 
 def _training_sources() -> list[Path]:
@@ -102,6 +129,13 @@ RECIPES: dict[str, Recipe] = {
         n_train=15_000,
         max_objects=4,
     ),
+    "ch3-best": Recipe(
+        name="ch3-best",
+        description="Chapter 3's best tiny model: ch1-demo's ViT CLIP trained longer on twice the data.",
+        model=_TINY,
+        train=TrainConfig(steps=2000, batch_size=256, lr=2e-3, warmup_steps=100, weight_decay=0.1),
+        n_train=40_000,
+    ),
 }
 
 
@@ -125,8 +159,10 @@ class TrainedCLIP:
         model: the trained CLIP, in eval mode.
         tokenizer: the tokenizer it was trained with.
         recipe: the recipe that produced it.
-        history: the training history (empty when loaded from the cache).
+        history: the training history (empty when loaded from a file: shipped or cached).
         metrics: zero-shot accuracies measured right after training.
+        card: the model card of a shipped or saved model (recipe, data seed, metrics, command,
+            versions; see :mod:`clip_tutorial.shipped`); empty for a model trained in this session.
     """
 
     model: CLIP
@@ -134,10 +170,12 @@ class TrainedCLIP:
     recipe: Recipe
     history: History = field(default_factory=History)
     metrics: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
 
 
 def evaluate_zero_shot(model: CLIP, tokenizer: WordTokenizer, heldout: Sequence[tuple[str, str]],
-                       styles: Sequence[str] = ("filled", "outline"), n: int = 2000, seed: int = 12345) -> dict[str, float]:
+                       styles: Sequence[str] = ("filled", "outline"), n: int = EVAL_N,
+                       seed: int = EVAL_SEED) -> dict[str, float]:
     """The book's zero-shot protocol: prompts "a photo of a {colour} {shape}".
 
     Returns ``heldout_acc`` (N-way among the held-out combinations, on images of those
@@ -200,7 +238,8 @@ def train_recipe(name: str | Recipe, device: torch.device | str | None = None, p
                          eval_every=eval_every, progress=progress, checkpoint_every=checkpoint_every,
                          checkpoint_dir=checkpoint_dir, resume_from=resume_from)
     metrics = {"data_seconds": data_seconds, "train_seconds": history.seconds,
-               **evaluate_zero_shot(model, tokenizer, heldout, recipe.styles)}
+               **evaluate_zero_shot(model, tokenizer, heldout, recipe.styles, n=EVAL_N, seed=EVAL_SEED),
+               "eval_n": EVAL_N, "eval_seed": EVAL_SEED}
     return TrainedCLIP(model.eval(), tokenizer, recipe, history, metrics)
 
 
@@ -211,20 +250,32 @@ def cache_dir() -> Path:
 
 def load_or_train(name: str, device: torch.device | str | None = None, progress: bool = True,
                   retrain: bool = False) -> TrainedCLIP:
-    """Load the cached result of recipe ``name``, or train it once and cache it (safetensors).
+    """The model of recipe ``name``: the shipped one, else a cached one, else train it once and cache it.
 
-    The cache key is :meth:`Recipe.fingerprint`, so changing a recipe or the package retrains
-    instead of loading a stale model. A model loaded from the cache has an empty history.
+    1. When the package ships a checkpoint for ``name`` (:func:`clip_tutorial.shipped.list_shipped`)
+       and its model card records exactly the current recipe, that checkpoint is loaded (well
+       under a second, no training). If the recipe was changed since, a warning says so and the
+       steps below run instead.
+    2. Otherwise the cache (:func:`cache_dir`) is keyed by :meth:`Recipe.fingerprint`, so changing
+       a recipe or the package retrains instead of loading a stale model.
+
+    A model loaded from a file has an empty history.
 
     Args:
         name: a recipe name, see :data:`RECIPES`.
         device: where to train and put the model.
         progress: show progress bars while training.
-        retrain: train even when a cached model exists (and replace it).
+        retrain: train live even when a shipped or cached model exists (and replace the cached one).
     """
     from .checkpoints import checkpoint_paths, load_checkpoint, save_checkpoint
+    from .shipped import list_shipped, load_shipped, shipped_recipe
 
     recipe = get_recipe(name)
+    if not retrain and recipe.name in list_shipped():
+        if shipped_recipe(recipe.name) == recipe:
+            return load_shipped(recipe.name, device=device)
+        warnings.warn(f"the shipped model {recipe.name!r} was trained with other settings than the current recipe "
+                      f"{recipe.name!r}; training the current recipe instead", stacklevel=2)
     path = cache_dir() / f"{recipe.name}-{recipe.fingerprint()}"
     if not retrain and checkpoint_paths(path)[0].exists():
         checkpoint = load_checkpoint(path)

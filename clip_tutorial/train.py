@@ -1,11 +1,11 @@
 """The training loop: AdamW with weight-decay groups, warm-up plus cosine, a per-step history.
 
-Explained in Chapter 1 (the 60-second run) and Chapter 3.2 (line by line).
+Explained in Chapter 1 (the 60-second run), Chapter 3.2 (line by line), Chapters 3.1 and 3.2 (the
+random-crop augmentation) and Chapter 3.4 (the same loop on several processes under ``torchrun``).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -17,13 +17,16 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .loss import clip_loss
+from .data.augment import _check_range, random_resized_crop, sample_crop_boxes
+from .distributed import (all_reduce_mean, average_gradients, barrier, broadcast_parameters, distributed_clip_loss,
+                          rank_and_world, shard_batch)
 from .model import CLIP, MAX_LOGIT_SCALE
 
 __all__ = ["TrainConfig", "History", "param_groups", "lr_at", "train_clip", "PRECISIONS"]
 
 #: The autocast dtype of each ``TrainConfig.precision`` (``None``: plain fp32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_CROP_SEED_OFFSET = 1_000_003  # the crop generator's seed is the run's seed plus this
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,15 @@ class TrainConfig:
         betas: AdamW betas (CLIP used 0.9 and 0.98).
         eps: AdamW epsilon (CLIP used 1e-6).
         grad_clip: clip the global gradient norm to this value; ``None`` to turn clipping off.
-        seed: seeds the order in which pairs are drawn.
+        seed: seeds the order in which pairs are drawn and (offset by a constant) the random crops.
         log_every: record loss, temperature and learning rate every this many steps.
         precision: ``"fp32"``; ``"bf16"`` (autocast to bfloat16, on a GPU or the CPU); or ``"fp16"``
             (autocast to float16 with a gradient scaler, CUDA GPUs only).
+        crop_scale: ``(low, high)`` with ``0 < low <= high <= 1``: crop every training image to a
+            random box covering that fraction of its area (aspect ratio 3/4 to 4/3) and resize it
+            back, CLIP's only augmentation
+            (:func:`~clip_tutorial.data.augment.random_resized_crop`, explained in Chapters 3.1 and
+            3.2); ``None`` (the default) trains on the images as they are.
     """
 
     steps: int = 1000
@@ -56,6 +64,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 1
     precision: str = "fp32"
+    crop_scale: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
@@ -72,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip: expected a positive norm or None, got {self.grad_clip!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision: expected one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if self.crop_scale is not None:  # kept as a tuple of floats, also when given a list (read from JSON)
+            object.__setattr__(self, "crop_scale", _check_range("TrainConfig.crop_scale", self.crop_scale, upper=1.0))
 
 
 @dataclass
@@ -80,7 +91,7 @@ class History:
 
     Attributes:
         steps: the logged step numbers (1-based).
-        loss: training loss of the batch at that step.
+        loss: training loss of the (global) batch at that step.
         temperature: ``1 / logit_scale`` after that step.
         lr: learning rate used at that step.
         evals: results of the evaluation callback, each a dict with a ``"step"`` key and a
@@ -149,15 +160,6 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
 
 
-def _check_resumable(config: TrainConfig, stored: dict[str, Any], path: Any) -> None:
-    """Refuse to resume a run with a different configuration: the result would match neither run."""
-    given = json.loads(json.dumps(asdict(config)))
-    differences = [f"{k} (given {given[k]!r}, saved {stored.get(k)!r})" for k in given if given[k] != stored.get(k)]
-    if differences:
-        raise ValueError(f"resume_from: the training state in {str(path)!r} was saved with another config; "
-                         "differing fields: " + "; ".join(differences))
-
-
 def train_clip(
     model: CLIP,
     images: torch.Tensor,
@@ -174,9 +176,16 @@ def train_clip(
     """Train ``model`` contrastively on matching ``(images[i], tokens[i])`` pairs.
 
     Each step draws ``batch_size`` pairs without replacement (a fresh permutation every epoch),
-    computes :func:`~clip_tutorial.loss.clip_loss` (under autocast when ``config.precision`` asks
-    for it), clips the gradient norm, steps AdamW, and clamps the logit scale so that it never
-    exceeds ``log(100)``.
+    optionally crops them at random (``config.crop_scale``, Chapters 3.1 and 3.2), computes CLIP's
+    loss (under autocast when ``config.precision`` asks for it), clips the gradient norm, steps
+    AdamW, and clamps the logit scale so that it never exceeds ``log(100)``.
+
+    Under ``torchrun``, once :func:`~clip_tutorial.distributed.setup_distributed` has joined the
+    ``W`` processes, the same call trains like one process on the whole batch (Chapter 3.4): all
+    start from rank 0's weights, each encodes its ``batch_size / W`` rows of the same global batch,
+    the loss is :func:`~clip_tutorial.distributed.distributed_clip_loss` and the gradients are
+    averaged. All get the same history and call ``eval_fn`` (which may thus communicate itself);
+    only rank 0 writes training states, into a ``checkpoint_dir`` that every process can read.
 
     Args:
         model: the CLIP to train, changed in place.
@@ -184,11 +193,11 @@ def train_clip(
         tokens: (N, context_length) token ids, one caption per image.
         config: the hyper-parameters.
         device: where to train; the model's device when omitted. ``images`` and ``tokens`` may stay
-            on the CPU: each batch is moved.
+            on the CPU: each batch is moved (and then cropped there).
         eval_fn: called with the model every ``eval_every`` steps and after the last one; it
             returns a dict of metrics stored in ``History.evals``. Its time is not counted.
         eval_every: steps between evaluations.
-        progress: show a ``tqdm`` progress bar with the current loss and temperature.
+        progress: show a ``tqdm`` progress bar with the current loss and temperature (on rank 0).
         checkpoint_every: save the whole training state (see :mod:`clip_tutorial.train_state`)
             into ``checkpoint_dir`` every this many steps and after the last one.
         checkpoint_dir: the folder of those training states.
@@ -199,10 +208,11 @@ def train_clip(
         The :class:`History` of the run (including the steps before a resume).
 
     Raises:
+        ValueError: for bad arguments, or a ``batch_size`` that the number of processes does not divide.
         FloatingPointError: if the loss stops being finite; the message names the step, the
             learning rate and the likely causes.
     """
-    from .train_state import TrainingState, load_training_state, save_training_state
+    from .train_state import capture_training_state, resume_training, save_training_state
 
     if not isinstance(model, CLIP):
         raise TypeError(f"model: expected a clip_tutorial CLIP, got {type(model).__name__}")
@@ -213,42 +223,49 @@ def train_clip(
         raise ValueError(f"checkpoint_every: expected a positive int together with a checkpoint_dir, "
                          f"got {checkpoint_every!r} and checkpoint_dir={checkpoint_dir!r}")
     _check_data(images, tokens, config.batch_size)
+    rank, world = rank_and_world()
+    if config.batch_size % world:
+        raise ValueError(f"config.batch_size: expected a multiple of the number of processes ({world}), "
+                         f"got {config.batch_size}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     autocast = _autocast(device, config.precision)
     model.to(device).train()
+    broadcast_parameters(model)  # all processes start from rank 0's weights (a no-op for one process)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                                   betas=config.betas, eps=config.eps)
     scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
     generator = torch.Generator().manual_seed(config.seed)
+    # The crops get a generator of their own: switching them on leaves the order of the pairs unchanged.
+    crops = torch.Generator().manual_seed(config.seed + _CROP_SEED_OFFSET) if config.crop_scale else None
     history, order, cursor, first = History(), torch.empty(0, dtype=torch.long), 0, 0
-    if resume_from is not None:
-        state = load_training_state(resume_from)
-        _check_resumable(config, state.config, resume_from)
-        model.load_state_dict(state.model)
-        optimizer.load_state_dict(state.optimizer)
-        if scaler is not None and state.scaler:
-            scaler.load_state_dict(state.scaler)
-        generator.set_state(state.generator)
-        torch.set_rng_state(state.rng["cpu"])
-        if "cuda" in state.rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state.rng["cuda"])
+    if resume_from is not None:  # model, optimiser, scaler and generators continue where the state left them
+        state = resume_training(resume_from, asdict(config), model, optimizer, scaler, generator, crops)
         order, cursor, first, history = state.order, state.cursor, state.step, History(**state.history)
     max_log_scale = math.log(MAX_LOGIT_SCALE)
-    bar = tqdm(range(first, config.steps), desc="training", disable=not progress, mininterval=0.5,
+    bar = tqdm(range(first, config.steps), desc="training", disable=not progress or rank != 0, mininterval=0.5,
                initial=first, total=config.steps)
     start = time.perf_counter() - history.seconds
     for step in bar:
         if cursor + config.batch_size > len(order):
             order, cursor = torch.randperm(images.shape[0], generator=generator), 0
-        index = order[cursor: cursor + config.batch_size]
+        index = order[cursor: cursor + config.batch_size]  # the global batch, the same on every process
         cursor += config.batch_size
         lr = lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        mine = shard_batch(index, rank, world)  # this process's rows (all of them for one process)
+        batch_images = images[mine].to(device)
+        if crops is not None:  # boxes for the whole global batch: W processes crop exactly as one would
+            boxes = sample_crop_boxes(len(index), *images.shape[-2:], scale=config.crop_scale, generator=crops)
+            batch_images = random_resized_crop(batch_images, boxes=shard_batch(boxes, rank, world))
         with autocast:
-            logits_per_image, logits_per_text = model(images[index].to(device), tokens[index].to(device))
-            loss = clip_loss(logits_per_image, logits_per_text)
-        loss_value = loss.item()
+            image_features = model.encode_image(batch_images, normalize=True)
+            text_features = model.encode_text(tokens[mine].to(device), normalize=True)
+            # local_loss=True: each process scores only its rows against the whole batch (B/W x B logits, not
+            # B x B), the saving splitting the batch is for; the gradients are the same either way, and logging
+            # the global loss costs one all_reduce of a number. One process: exactly clip_loss(model(...)).
+            loss = distributed_clip_loss(image_features, text_features, model.logit_scale_value(), local_loss=True)
+        loss_value = all_reduce_mean(loss).item()  # the global batch's loss, identical on every process
         if not math.isfinite(loss_value):
             raise FloatingPointError(
                 f"the loss became {loss_value} at step {step + 1} (learning rate {lr:.3g}, peak {config.lr:.3g}, "
@@ -256,10 +273,9 @@ def train_clip(
                 "fp16 overflow (try bf16 or fp32), or bad inputs (NaN or inf in the images, out-of-range token ids)"
             )
         optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-        else:
-            scaler.scale(loss).backward()
+        (loss if scaler is None else scaler.scale(loss)).backward()
+        average_gradients(model)  # identical gradients, hence identical steps, on every process
+        if scaler is not None:
             scaler.unscale_(optimizer)
         if config.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -286,13 +302,11 @@ def train_clip(
         if checkpoint_every and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
             paused = time.perf_counter()
             history.seconds = paused - start
-            rng = {"cpu": torch.get_rng_state()}
-            if device.type == "cuda":
-                rng["cuda"] = torch.cuda.get_rng_state(device)
-            save_training_state(checkpoint_dir, TrainingState(
-                step=step + 1, model=model.state_dict(), optimizer=optimizer.state_dict(), generator=generator.get_state(),
-                order=order, cursor=cursor, rng=rng, scaler=scaler.state_dict() if scaler is not None else {},
-                config=json.loads(json.dumps(asdict(config))), history=history.to_dict()))
+            if rank == 0:  # the processes hold the same state: one copy is enough
+                save_training_state(checkpoint_dir, capture_training_state(
+                    step + 1, model, optimizer, scaler, generator, crops, order, cursor, asdict(config),
+                    history.to_dict(), device))
+            barrier()  # nobody runs ahead (or resumes) before the state is on disk
             start += time.perf_counter() - paused
     history.seconds = time.perf_counter() - start
     bar.close()
@@ -300,7 +314,7 @@ def train_clip(
     return history
 
 
-if __name__ == "__main__":  # python -m clip_tutorial.train --help
+if __name__ == "__main__":  # python -m clip_tutorial.train --help; torchrun ... -m clip_tutorial.train
     from clip_tutorial.cli import main
 
     raise SystemExit(main())

@@ -4,8 +4,9 @@ A training-state checkpoint is two files with the same stem, ``step-000040.safet
 ``step-000040.json``:
 
 * the safetensors file holds every tensor: the model's weights, AdamW's moment estimates and step
-  counts, the state of the random generator that orders the data, the current data order, and
-  PyTorch's global random states;
+  counts, the state of the random generator that orders the data (and of the one that draws the
+  augmentation's crops, when the run crops), the current data order, and PyTorch's global random
+  states;
 * the JSON file holds everything else: the step reached, the position in the data order, the
   optimiser's hyper-parameters, the loss scaler's state, the training configuration and the
   history so far, plus the SHA-256 of the tensor file.
@@ -27,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from .checkpoints import sha256_file
 
 __all__ = ["TrainingState", "save_training_state", "load_training_state", "latest_training_state",
-           "state_path", "FORMAT"]
+           "state_path", "capture_training_state", "resume_training", "FORMAT"]
 
 #: The ``"format"`` field of every training-state description.
 FORMAT = "clip_tutorial-training-state"
@@ -49,6 +50,8 @@ class TrainingState:
         scaler: the fp16 loss scaler's ``state_dict`` (empty when no scaler was used).
         config: the training configuration as a dict.
         history: the history so far as a dict.
+        crop_generator: the state of the generator that draws the random crops (Chapter 3.1), or
+            ``None`` when the run does not crop.
     """
 
     step: int
@@ -61,6 +64,7 @@ class TrainingState:
     scaler: dict[str, Any]
     config: dict[str, Any]
     history: dict[str, Any]
+    crop_generator: torch.Tensor | None = None
 
 
 def state_path(folder: str | os.PathLike, step: int) -> Path:
@@ -83,6 +87,8 @@ def save_training_state(folder: str | os.PathLike, state: TrainingState) -> Path
             tensors[f"optimizer.{index}.{key}"] = value.detach().to("cpu").contiguous()
     tensors["generator"] = state.generator
     tensors["order"] = state.order.contiguous()
+    if state.crop_generator is not None:
+        tensors["crop_generator"] = state.crop_generator
     tensors.update({f"rng.{k}": v for k, v in state.rng.items()})
     description = {
         "format": FORMAT, "step": state.step, "cursor": state.cursor,
@@ -162,4 +168,58 @@ def load_training_state(path: str | os.PathLike) -> TrainingState:
     return TrainingState(step=description["step"], model=model, optimizer={"state": slots, "param_groups": groups},
                          generator=tensors["generator"], order=tensors["order"], cursor=description["cursor"],
                          rng=rng, scaler=description["scaler"], config=description["config"],
-                         history=description["history"])
+                         history=description["history"], crop_generator=tensors.get("crop_generator"))
+
+
+def capture_training_state(step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           scaler: torch.amp.GradScaler | None, generator: torch.Generator,
+                           crop_generator: torch.Generator | None, order: torch.Tensor, cursor: int,
+                           config: dict[str, Any], history: dict[str, Any],
+                           device: torch.device) -> TrainingState:
+    """Collect a running training loop's state after ``step`` steps, ready for :func:`save_training_state`.
+
+    ``config`` and ``history`` are stored as JSON would read them back (tuples become lists), and
+    PyTorch's global random states are taken too (the CUDA one when training on a GPU).
+    """
+    rng = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return TrainingState(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                         generator=generator.get_state(), order=order, cursor=cursor, rng=rng,
+                         scaler=scaler.state_dict() if scaler is not None else {},
+                         config=json.loads(json.dumps(config)), history=history,
+                         crop_generator=crop_generator.get_state() if crop_generator is not None else None)
+
+
+def resume_training(path: str | os.PathLike, config: dict[str, Any], model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                    generator: torch.Generator, crop_generator: torch.Generator | None) -> TrainingState:
+    """Load the training state at ``path`` into a training loop's live objects and return it.
+
+    The model, the optimiser, the loss scaler, the two generators and PyTorch's global random
+    states continue where the saved run stopped; the caller takes the data order, the cursor, the
+    step and the history from the returned state.
+
+    Raises:
+        ValueError: if the state was saved with another training configuration (resuming would
+            then match neither run); the message lists the differing fields.
+        FileNotFoundError: see :func:`load_training_state`.
+    """
+    state = load_training_state(path)
+    given = json.loads(json.dumps(config))
+    differences = [f"{k} (given {given[k]!r}, saved {state.config.get(k)!r})" for k in given
+                   if given[k] != state.config.get(k)]
+    if differences:
+        raise ValueError(f"resume_from: the training state in {str(path)!r} was saved with another config; "
+                         "differing fields: " + "; ".join(differences))
+    model.load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    if scaler is not None and state.scaler:
+        scaler.load_state_dict(state.scaler)
+    generator.set_state(state.generator)
+    if crop_generator is not None:
+        crop_generator.set_state(state.crop_generator)
+    torch.set_rng_state(state.rng["cpu"])
+    if "cuda" in state.rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state.rng["cuda"])
+    return state

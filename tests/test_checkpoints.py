@@ -12,6 +12,8 @@ import torch
 from clip_tutorial import checkpoints
 from clip_tutorial.checkpoints import Checkpoint, checkpoint_paths, load_checkpoint, save_checkpoint
 from clip_tutorial.model import CLIP, CLIPConfig
+from clip_tutorial.bpe import OFFICIAL_NUM_MERGES, BPETokenizer, load_merges
+from clip_tutorial.bpe_trainer import learn_bpe
 from clip_tutorial.tokenizer import WordTokenizer
 
 SMALL = CLIPConfig(
@@ -248,3 +250,73 @@ def test_unwritable_folder_gives_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(PermissionError, match="Permission denied"):
         save_checkpoint(_model(), tmp_path / "ok" / "tiny")
     assert list((tmp_path / "ok").iterdir()) == []
+
+
+BPE_TEXTS = ["a photo of a red circle", "Ünïcödé & emoji 🙂 text", "a hollow blue hexagon, top-left!", "x" * 60]
+
+
+@pytest.fixture(scope="module")
+def official_bpe():
+    return BPETokenizer(context_length=20)
+
+
+def test_official_bpe_tokenizer_is_stored_by_its_settings(tmp_path, official_bpe):
+    model = _model(5, SMALL.replace(vocab_size=official_bpe.vocab_size, context_length=20))
+    path = save_checkpoint(model, tmp_path / "bpe", tokenizer=official_bpe)
+    stored = json.loads(path.with_suffix(".json").read_text())["tokenizer"]
+    assert stored == {"type": "bpe", "context_length": 20, "num_merges": OFFICIAL_NUM_MERGES}
+    assert path.with_suffix(".json").stat().st_size < 5_000, "the vocabulary is the packaged asset, not copied"
+    loaded = load_checkpoint(path).tokenizer
+    assert isinstance(loaded, BPETokenizer) and loaded.context_length == 20
+    assert loaded.itos == official_bpe.itos
+    assert torch.equal(loaded(BPE_TEXTS), official_bpe(BPE_TEXTS))
+
+
+def test_bpe_tokenizer_with_a_prefix_of_the_official_merges(tmp_path):
+    tokenizer = BPETokenizer.from_merges(load_merges(num_merges=300), context_length=12)
+    path = save_checkpoint(_model(6, SMALL.replace(vocab_size=tokenizer.vocab_size, context_length=12)),
+                           tmp_path / "prefix", tokenizer=tokenizer)
+    assert json.loads(path.with_suffix(".json").read_text())["tokenizer"]["num_merges"] == 300
+    loaded = load_checkpoint(path).tokenizer
+    assert loaded.vocab_size == 2 * 256 + 300 + 2
+    assert torch.equal(loaded(BPE_TEXTS), tokenizer(BPE_TEXTS))
+
+
+def test_bpe_tokenizer_with_learned_merges_stores_them(tmp_path):
+    merges = learn_bpe(["a red circle", "a blue square", "a red square", "two red circles"] * 5, num_merges=30).merges
+    tokenizer = BPETokenizer.from_merges(merges, context_length=10)
+    path = save_checkpoint(_model(7, SMALL.replace(vocab_size=tokenizer.vocab_size, context_length=10)),
+                           tmp_path / "learned", tokenizer=tokenizer)
+    stored = json.loads(path.with_suffix(".json").read_text())["tokenizer"]
+    assert stored["type"] == "bpe" and "num_merges" not in stored and len(stored["merges"]) == len(merges)
+    loaded = load_checkpoint(path).tokenizer
+    assert loaded.merges == tokenizer.merges
+    assert torch.equal(loaded(BPE_TEXTS), tokenizer(BPE_TEXTS))
+
+
+def test_word_tokenizer_checkpoints_without_a_type_tag_still_load(saved):
+    """Checkpoints written before BPE support stored the word list alone; they stay loadable."""
+    _, tokenizer, path = saved
+    desc = path.with_suffix(".json")
+    data = json.loads(desc.read_text())
+    assert data["tokenizer"].pop("type") == "word"
+    desc.write_text(json.dumps(data))
+    loaded = load_checkpoint(path).tokenizer
+    assert isinstance(loaded, WordTokenizer) and loaded.itos == tokenizer.itos
+
+
+@pytest.mark.parametrize("tokenizer,message", [
+    ({"type": "sentencepiece"}, "expected a tokenizer of type 'word' or 'bpe', got 'sentencepiece'"),
+    ({"type": "bpe", "context_length": 8}, "expected a valid bpe tokenizer description"),
+    ({"type": "bpe", "context_length": 8, "merges": [["a"]]}, "expected a valid bpe tokenizer description"),
+    ({"type": "word", "context_length": 8}, "expected a valid word tokenizer description"),
+])
+def test_bad_tokenizer_descriptions_are_reported(saved, tokenizer, message):
+    _, _, path = saved
+    desc = path.with_suffix(".json")
+    data = json.loads(desc.read_text())
+    data["tokenizer"] = tokenizer
+    desc.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=message) as err:
+        load_checkpoint(path)
+    assert str(desc) in str(err.value)

@@ -42,7 +42,7 @@ def runs(tmp_path_factory):
     """Train ``test-tiny`` for 3 steps saving the state every 2; then, as if the run had been stopped after
     step 2, resume it. Returns the folder, the first run's model card and weights, and the printed lines."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    args = ("--steps", "3", "--seed", "7", "--checkpoint-every", "2")
+    args = ("--steps", "3", "--seed", "7", "--checkpoint-every", "2", "--n-train", "40")
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(RECIPES, _TINY.name, _TINY)
         assert _train(out, *args) == 0
@@ -62,7 +62,7 @@ def test_trains_a_recipe_and_writes_a_checkpoint_with_a_model_card(runs):
     card = runs["first"].metadata
     assert card["recipe"] == "test-tiny" and card["steps"] == 3 and card["train_config"]["steps"] == 3
     assert card["data_seed"] == 7 and card["train_seed"] == 7 and card["resumed"] is False
-    assert card["train_config"]["warmup_steps"] == 1 and card["recipe_settings"]["n_train"] == 48
+    assert card["train_config"]["warmup_steps"] == 1 and card["recipe_settings"]["n_train"] == 40
     assert 0.0 <= card["metrics"]["heldout_acc"] <= 1.0 and 0.0 <= card["metrics"]["all_acc"] <= 1.0
     assert runs["description"]["sha256"] == runs["digest"]
     assert runs["history"]["steps"] == [1, 2, 3] and runs["history"]["loss"][-1] == card["final_loss"]
@@ -103,12 +103,21 @@ def test_clear_errors_for_bad_command_lines(tiny, tmp_path, capsys):
     assert "--resume" in err and "found none" in err
     assert "positive integer" in _error(capsys, ["--recipe", "test-tiny", "--steps", "0"])
     assert "--device" in _error(capsys, ["--recipe", "test-tiny", "--device", "tpu"])
+    assert "positive integer" in _error(capsys, ["--recipe", "test-tiny", "--n-train", "-3"])
+    err = _error(capsys, ["--recipe", "test-tiny", "--n-train", "8", "--out", str(tmp_path / "few"), "--device", "cpu",
+                          "--no-progress"])
+    assert "batch_size=16" in err and "got 8" in err
+
+
+def test_a_bad_world_size_from_the_environment_is_a_usage_error(tiny, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    assert "WORLD_SIZE" in _error(capsys, ["--recipe", "test-tiny", "--out", str(tmp_path), "--device", "cpu"])
 
 
 def test_help_runs_as_a_module():
     result = subprocess.run([sys.executable, "-m", "clip_tutorial.train", "--help"], capture_output=True, text=True,
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    for option in ("--recipe", "--out", "--steps", "--seed", "--device", "--resume", "--checkpoint-every",
-                   "--no-progress", "--list"):
+    for option in ("--recipe", "--out", "--steps", "--n-train", "--seed", "--device", "--resume",
+                   "--checkpoint-every", "--no-progress", "--list", "torchrun"):
         assert option in result.stdout, option

@@ -10,8 +10,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from clip_tutorial.distributed import (all_reduce_mean, cleanup, distributed_clip_loss, gather_features,
-                                       is_distributed, rank_and_world, setup_distributed)
+from clip_tutorial.distributed import (all_reduce_mean, average_gradients, barrier, broadcast_parameters, cleanup,
+                                       distributed_clip_loss, gather_features, is_distributed, rank_and_world,
+                                       setup_distributed)
 from clip_tutorial.loss import clip_loss
 from conftest import make_tiny_clip
 
@@ -76,6 +77,22 @@ def test_bad_scale_and_flag() -> None:
         distributed_clip_loss(images, texts, 1.0, local_loss="yes")
     with pytest.raises(TypeError, match="value"):
         all_reduce_mean(1.0)
+
+
+def test_training_helpers_do_nothing_in_one_process_and_check_their_arguments() -> None:
+    """Chapter 3.4's helpers for train_clip; their multi-process behaviour is tested in test_train_ddp.py."""
+    model = torch.nn.Linear(3, 2)
+    model(torch.ones(1, 3)).sum().backward()
+    weights, grads = model.weight.detach().clone(), model.weight.grad.clone()
+    broadcast_parameters(model)
+    average_gradients(model)
+    barrier()
+    assert torch.equal(model.weight, weights) and torch.equal(model.weight.grad, grads)
+    for helper in (broadcast_parameters, average_gradients):
+        with pytest.raises(TypeError, match="model"):
+            helper(model.weight)
+    with pytest.raises(ValueError, match="src"):
+        broadcast_parameters(model, src=1)
 
 
 def test_setup_errors(monkeypatch: pytest.MonkeyPatch) -> None:

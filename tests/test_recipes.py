@@ -58,6 +58,8 @@ def test_train_recipe_uses_the_recipe_and_the_seed_override(mini):
     assert trained.model.config.vocab_size == trained.tokenizer.vocab_size
     assert trained.model.config.eot_token_id == trained.tokenizer.eot_id
     assert {"data_seconds", "train_seconds", "heldout_acc", "all_acc"} <= set(trained.metrics)
+    assert trained.metrics["eval_n"] == recipes.EVAL_N == 2000, "the card records the evaluation protocol"
+    assert trained.metrics["eval_seed"] == recipes.EVAL_SEED
     with pytest.raises(TypeError, match="name"):
         recipes.train_recipe(42)
 
@@ -67,3 +69,24 @@ def test_fingerprint_hashes_the_training_code_that_exists():
     assert all(path.is_file() for path in sources), [p for p in sources if not p.is_file()]
     names = {path.name for path in sources}
     assert {"clip.py", "train.py", "shapesworld.py", "tokenizer.py", "loss.py"} <= names
+
+
+@pytest.mark.parametrize("name", sorted(recipes.RECIPES))
+def test_recipe_from_dict_inverts_asdict_and_its_json_round_trip(name):
+    import json
+
+    recipe = recipes.RECIPES[name]
+    settings = dataclasses.asdict(recipe)
+    assert recipes.Recipe.from_dict(settings) == recipe
+    assert recipes.Recipe.from_dict(json.loads(json.dumps(settings))) == recipe
+
+
+def test_recipe_from_dict_fills_new_settings_with_defaults_and_rejects_unknown_ones():
+    recipe = recipes.get_recipe("ch1-demo")
+    settings = dataclasses.asdict(recipe)
+    del settings["max_objects"], settings["train"]["log_every"]  # as in a card written before they existed
+    assert recipes.Recipe.from_dict(settings) == recipe
+    with pytest.raises(ValueError, match="Recipe"):
+        recipes.Recipe.from_dict({**dataclasses.asdict(recipe), "colour_jitter": 0.5})
+    with pytest.raises(TypeError, match="data: expected a dict"):
+        recipes.Recipe.from_dict([("name", "x")])

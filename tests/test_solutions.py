@@ -9,6 +9,7 @@ imported: ``torch``, ``F`` (``torch.nn.functional``) and ``clip_tutorial``.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import nbformat
@@ -21,6 +22,8 @@ import clip_tutorial
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
 MIN_SOLUTIONS = 3
+#: The chapters whose every check (``clip_tutorial.exercises.<chapter>.check_*``) has a solution cell.
+CHAPTERS_WITH_EXERCISES = ("ch1", "ch2", "ch3")
 
 
 def _solution_cells() -> list[tuple[str, int, str]]:
@@ -56,6 +59,16 @@ def test_there_are_enough_solutions():
     assert len(SOLUTIONS) >= MIN_SOLUTIONS, (
         f"expected at least {MIN_SOLUTIONS} code cells tagged 'solution' under chapters/, found {len(SOLUTIONS)}"
     )
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS_WITH_EXERCISES)
+def test_every_check_of_a_chapter_has_a_solution_in_that_chapter(chapter):
+    module = importlib.import_module(f"clip_tutorial.exercises.{chapter}")
+    checks = {name for name in module.__all__ if name.startswith("check_")}
+    solved = {name for notebook, _, source in SOLUTIONS if Path(notebook).parent.name == chapter
+              for name in _calls(ast.parse(source)) if name.startswith("check_")}
+    assert checks, f"clip_tutorial.exercises.{chapter} defines no check"
+    assert checks <= solved, f"checks without a solution cell under chapters/{chapter}/: {sorted(checks - solved)}"
 
 
 @pytest.mark.parametrize(("notebook", "index", "source"), SOLUTIONS, ids=IDS)

@@ -3,6 +3,7 @@ checkpoint and resume, errors."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -108,7 +109,9 @@ def test_nan_loss_names_the_step():
 @pytest.mark.parametrize("kwargs, field", [
     ({"steps": 0}, "steps"), ({"batch_size": -1}, "batch_size"), ({"lr": 0.0}, "lr"),
     ({"warmup_steps": 20, "steps": 10}, "warmup_steps"), ({"weight_decay": -0.1}, "weight_decay"),
-    ({"grad_clip": 0.0}, "grad_clip"),
+    ({"grad_clip": 0.0}, "grad_clip"), ({"crop_scale": (0.0, 1.0)}, "crop_scale"),
+    ({"crop_scale": (0.6, 0.5)}, "crop_scale"), ({"crop_scale": (0.5, 1.5)}, "crop_scale"),
+    ({"crop_scale": (-0.2, 0.5)}, "crop_scale"),
 ])
 def test_bad_train_config(kwargs, field):
     with pytest.raises(ValueError, match=f"TrainConfig.{field}"):
@@ -276,3 +279,66 @@ def test_resuming_with_another_config_or_from_a_corrupted_state_is_refused(tmp_p
         train_clip(model, images, tokens, config, progress=False, resume_from=tmp_path / "nowhere")
     with pytest.raises(ValueError, match="checkpoint_every"):
         train_clip(model, images, tokens, config, progress=False, checkpoint_every=1)
+
+
+# --- Chapters 3.1 and 3.2: the random resized crop inside the training loop ---
+
+def _encoded_images(model):
+    """Wrap ``model.encode_image`` so that every batch it receives is recorded."""
+    seen, encode = [], model.encode_image
+
+    def spy(images, normalize=False):
+        seen.append(images.detach().clone())
+        return encode(images, normalize=normalize)
+
+    model.encode_image = spy
+    return seen
+
+
+def test_crop_scale_is_stored_as_a_tuple_and_must_be_a_pair():
+    assert TrainConfig(crop_scale=[0.5, 1]).crop_scale == (0.5, 1.0)
+    assert TrainConfig().crop_scale is None
+    with pytest.raises(TypeError, match="TrainConfig.crop_scale"):
+        TrainConfig(crop_scale=0.5)
+
+
+def test_crops_change_the_batches_exactly_as_random_resized_crop_draws_them():
+    from clip_tutorial.data.augment import random_resized_crop
+    from clip_tutorial.train import _CROP_SEED_OFFSET
+
+    images, tokens = _data()
+    batches = {}
+    for crop_scale in (None, (0.3, 0.6)):
+        model, _ = make_tiny_clip(seed=1)
+        batches[crop_scale] = _encoded_images(model)
+        train_clip(model, images, tokens, TrainConfig(steps=2, batch_size=32, warmup_steps=1, seed=4,
+                                                      crop_scale=crop_scale), progress=False)
+    # The order of the pairs does not depend on the crops: the first epoch's permutation of seed 4.
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(4))
+    crops = torch.Generator().manual_seed(4 + _CROP_SEED_OFFSET)
+    for step in range(2):
+        originals = images[order[32 * step: 32 * (step + 1)]]
+        assert torch.equal(batches[None][step], originals)
+        cropped = batches[(0.3, 0.6)][step]
+        assert cropped.shape == originals.shape
+        assert (cropped - originals).abs().amax(dim=(1, 2, 3)).min() > 0.1  # every image was changed
+        expected = random_resized_crop(originals, scale=(0.3, 0.6), generator=crops)
+        assert torch.equal(cropped, expected)
+
+
+def test_resuming_a_cropped_run_gives_bit_for_bit_the_weights_of_an_uninterrupted_run(tmp_path):
+    images, tokens = _data()
+    config = TrainConfig(steps=6, batch_size=32, warmup_steps=2, lr=3e-3, crop_scale=(0.5, 1.0))
+    straight, _ = make_tiny_clip(seed=5)
+    full = train_clip(straight, images, tokens, config, progress=False, checkpoint_every=4, checkpoint_dir=tmp_path)
+    uncropped, _ = make_tiny_clip(seed=5)
+    train_clip(uncropped, images, tokens, replace(config, crop_scale=None), progress=False)
+    assert not torch.equal(uncropped.visual.conv1.weight, straight.visual.conv1.weight)
+    resumed, _ = make_tiny_clip(seed=99)
+    history = train_clip(resumed, images, tokens, config, progress=False, resume_from=tmp_path / "step-000004")
+    for name, value in _weights(straight).items():
+        assert torch.equal(value, resumed.state_dict()[name]), name
+    assert history.loss == full.loss
+    with pytest.raises(ValueError, match="crop_scale"):  # a state saved with crops cannot resume a run without
+        train_clip(resumed, images, tokens, replace(config, crop_scale=None), progress=False,
+                   resume_from=tmp_path / "step-000004")

@@ -13,12 +13,14 @@ The check prints ✅ or ❌ with an explanation and returns a :class:`CheckResul
 function passed. The checks of Chapter 1 live in ``clip_tutorial.exercises.ch1``:
 ``check_cosine_similarity``, ``check_contrastive_loss``, ``check_zero_shot_predict`` and
 ``check_temperature_scaled_logits``; those of Chapter 2 in ``clip_tutorial.exercises.ch2``:
-``check_patchify``, ``check_causal_mask``, ``check_loss_gradient`` and ``check_eot_pooling``.
+``check_patchify``, ``check_causal_mask``, ``check_loss_gradient`` and ``check_eot_pooling``; those
+of Chapter 3 in ``clip_tutorial.exercises.ch3``: ``check_lr_schedule``, ``check_recall_at_k``,
+``check_local_clip_loss`` and ``check_loss_floor``.
 :func:`check_function` is the general machinery they share.
 
 Explained in Chapter 1 (section "Summary and exercises").
 """
-from . import ch1, ch2
+from . import ch1, ch2, ch3
 from .core import CheckResult, Hint, check_function
 
-__all__ = ["CheckResult", "Hint", "check_function", "ch1", "ch2"]
+__all__ = ["CheckResult", "Hint", "check_function", "ch1", "ch2", "ch3"]

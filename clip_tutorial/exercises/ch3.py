@@ -1,0 +1,390 @@
+"""Checks for the exercises of Chapter 3: the learning-rate schedule, recall@K, the local loss, the loss floor.
+
+Each ``check_<name>(fn)`` runs your ``fn`` on fresh random inputs, compares it with the
+package's reference, prints ✅ or ❌ with an explanation, and returns a
+:class:`~clip_tutorial.exercises.CheckResult` that is truthy when you passed. Every check takes
+the keyword arguments ``trials`` (number of random inputs), ``seed`` (of the inputs; a fresh one
+by default) and ``verbose`` (print the feedback).
+
+Explained in Chapter 3 (section "Summary and exercises").
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..loss import clip_loss
+from ..retrieval import recall_at_k
+from ..train import TrainConfig, lr_at
+from .core import CheckResult, Hint, ensure_callable, run_check
+
+__all__ = ["check_lr_schedule", "check_recall_at_k", "check_local_clip_loss", "check_loss_floor",
+           "reference_lr_schedule", "reference_recall_curve", "reference_local_clip_loss", "reference_loss_floor"]
+
+
+class _NotANumber(TypeError):
+    """Raised when the reader's function returns something other than one number."""
+
+
+def _number(value: Any, call: str) -> float:
+    """``value`` as a float when it is one number (a Python number or a one-element tensor)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value.detach())
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if value is None:
+        raise _NotANumber(f"{call} returned None; expected a number. Did you forget the `return` statement?")
+    got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
+    raise _NotANumber(f"{call} returned {got}; expected a single number (a float, or a one-element tensor).")
+
+
+def _finish(result: CheckResult, verbose: bool, passed: str, where: tuple[str, Any] = ("$^", "")) -> CheckResult:
+    """Word the feedback in the exercise's terms (``where`` renames the position of a difference), then print.
+
+    A result that is not a number is reported by the check itself, so the line of the check that
+    noticed it is left out of the feedback.
+    """
+    message = re.sub(r"\nIt happened at line \d+: raise _NotANumber.*", "", re.sub(*where, result.message))
+    message = f"✅ {result.name}: passed! {passed}" if result.passed else message
+    result = CheckResult(result.passed, message.replace("Your function raised _NotANumber: ", ""), result.name)
+    if verbose:
+        print(result.message)
+    return result
+
+
+# -- Exercise 1: warm-up and cosine ---------------------------------------------------------------
+
+def reference_lr_schedule(total_steps: int, warmup_steps: int, peak_lr: float) -> torch.Tensor:
+    """The learning rate of every step ``0 .. total_steps - 1`` as a fraction of ``peak_lr``.
+
+    Computed by :func:`clip_tutorial.train.lr_at`. Explained in Chapter 3.2: a linear warm-up
+    reaching ``peak_lr`` at step ``warmup_steps - 1``, then a cosine decay that would reach 0 at
+    step ``total_steps``. Fractions of the peak let one tolerance suit every peak.
+    """
+    config = TrainConfig(steps=total_steps, warmup_steps=warmup_steps, lr=peak_lr)
+    return torch.tensor([lr_at(step, config) / peak_lr for step in range(total_steps)], dtype=torch.float64)
+
+
+def _curve(lr: Callable[[int, int, int, float], Any]) -> Callable[[int, int, float], torch.Tensor]:
+    def schedule(total_steps: int, warmup_steps: int, peak_lr: float) -> torch.Tensor:
+        values = [_number(lr(step, total_steps, warmup_steps, peak_lr),
+                          f"lr_schedule(step={step}, total_steps={total_steps}, warmup_steps={warmup_steps}, ...)")
+                  for step in range(total_steps)]
+        return torch.tensor(values, dtype=torch.float64) / peak_lr
+    return schedule
+
+
+def _lr_mistake(warm: Callable = lambda s, w: (s + 1) / w, progress: Callable = lambda s, t, w: (s - w) / max(1, t - w),
+                decay: Callable = lambda x: (1 + math.cos(math.pi * x)) / 2) -> Callable:
+    """The schedule with one piece swapped for a wrong one."""
+    return _curve(lambda s, t, w, p: p * (warm(s, w) if s < w else decay(progress(s, t, w))))
+
+
+_LR_HINTS = [
+    Hint("Warm-up off by one: the first step (step 0) should already train, with peak_lr / warmup_steps, and "
+         "the last warm-up step (warmup_steps - 1) reaches the peak; use (step + 1) / warmup_steps.",
+         mistake=_lr_mistake(warm=lambda s, w: s / w)),
+    Hint("The cosine starts where the warm-up ends: its progress is (step - warmup_steps) / (total_steps - "
+         "warmup_steps), not step / total_steps.", mistake=_lr_mistake(progress=lambda s, t, w: s / t)),
+    Hint("The decay is 0.5 * peak_lr * (1 + cos(pi * progress)): it starts at the peak and ends at 0, and never "
+         "goes negative.", mistake=_lr_mistake(decay=lambda x: math.cos(math.pi * x))),
+    Hint("The decay follows a cosine, not a straight line: slow at first, fastest half-way, slow again at the end.",
+         mistake=_lr_mistake(decay=lambda x: 1 - x)),
+    Hint("With warmup_steps = 0 there is no warm-up at all: test step < warmup_steps before dividing by "
+         "warmup_steps, and go straight to the cosine.", error_contains="division by zero"),
+]
+
+
+def check_lr_schedule(fn: Callable[[int, int, int, float], float], *, trials: int = 8, seed: int | None = None,
+                      verbose: bool = True) -> CheckResult:
+    """Check ``fn(step, total_steps, warmup_steps, peak_lr)``: the learning rate (a float) of a 0-based step.
+
+    Every step of several schedules, with warm-ups of 0 steps, 1 step and all steps among them,
+    must equal :func:`clip_tutorial.train.lr_at`, the schedule :func:`~clip_tutorial.train_clip`
+    uses. Returns a :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 3.2.
+    """
+    ensure_callable(fn, "fn")
+    table = [(20, 5, 1e-3), (10, 0, 0.5), (16, 1, 3e-4), (7, 6, 1.0), (1, 0, 2.0), (50, 10, 5e-4), (4, 4, 1e-2)]
+
+    def make(g: torch.Generator, trial: int) -> tuple:
+        if trial < len(table):
+            return table[trial]
+        total = int(torch.randint(2, 60, (), generator=g))
+        return total, int(torch.randint(0, total, (), generator=g)), 10.0 ** -int(torch.randint(1, 5, (), generator=g))
+
+    result = run_check(_curve(fn), reference_lr_schedule, make, _LR_HINTS, "lr_schedule", trials, seed, False,
+                       atol=1e-6, rtol=1e-5)
+    result = CheckResult(result.passed, result.message.replace(" (tolerance", " (as fractions of peak_lr; tolerance"),
+                         result.name)
+    return _finish(result, verbose, f"Your schedule matches clip_tutorial.train.lr_at at every step of {trials} "
+                   "schedules, warm-ups of 0 and 1 step and all steps included.",
+                   (r" at index \((\d+),\)", lambda m: f" at step {m.group(1)}"))
+
+
+# -- Exercise 2: recall@K ------------------------------------------------------------------------
+
+def reference_recall_curve(similarity: torch.Tensor) -> torch.Tensor:
+    """Recall@k for k = 1 .. N + 1 of an (N, N) ``similarity``: queries in rows, query i's right item in column i.
+
+    Computed by :func:`clip_tutorial.retrieval.recall_at_k`. Explained in Chapter 3.5.
+    """
+    ks = range(1, similarity.shape[1] + 2)
+    return torch.tensor(list(recall_at_k(similarity, ks).values()), dtype=torch.float64)
+
+
+def _recall_curve(recall: Callable[[torch.Tensor, int], Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    def curve(similarity: torch.Tensor) -> torch.Tensor:
+        ks = range(1, similarity.shape[1] + 2)
+        return torch.tensor([_number(recall(similarity, k), f"recall_at_k(similarity, k={k})") for k in ks],
+                            dtype=torch.float64)
+    return curve
+
+
+_RECALL_HINTS = [
+    Hint("Off by one: a query's rank is the number of items that score *strictly higher* than its right item "
+         "(the item does not count itself), and it is found in the top k when that rank is below k.",
+         mistake=lambda s: F.pad(reference_recall_curve(s)[:-1], (1, 0))),
+    Hint("Rows are the queries: row i scores query i against every gallery item, so rank along dim=1. "
+         "(Text-to-image recall is the same function applied to similarity.T.)",
+         mistake=lambda s: reference_recall_curve(s.T)),
+    Hint("Sort in descending order: the top k are the k *highest* similarities (torch.topk, or "
+         "argsort(descending=True)).", mistake=lambda s: reference_recall_curve(-s)),
+    Hint("Return a fraction between 0 and 1: divide the number of hits by the number of queries.",
+         detect=lambda got, expected, inputs: len(inputs[0]) > 1 and torch.allclose(got, expected * len(inputs[0]))),
+    Hint("Return a fraction between 0 and 1, not a percentage.",
+         detect=lambda got, expected, inputs: torch.allclose(got, expected * 100)),
+    Hint("Your value does not change with k: compare each rank with k, not only whether the right item came first.",
+         detect=lambda got, expected, inputs: bool((got == got[0]).all()) and not bool((expected == expected[0]).all())),
+    Hint("k can exceed the number of gallery items (then every query finds its item): clamp it, "
+         "e.g. min(k, similarity.shape[1]), before calling topk.", error_contains="out of range"),
+]
+
+
+def check_recall_at_k(fn: Callable[[torch.Tensor, int], float], *, trials: int = 7, seed: int | None = None,
+                      verbose: bool = True) -> CheckResult:
+    """Check ``fn(similarity, k)``: the fraction of queries (rows) whose right item (column i) is in the top k.
+
+    Each trial calls ``fn`` for every k from 1 to N + 1 on an (N, N) matrix of random scores with
+    some signal on the diagonal. The scores are continuous, so there are no ties (the package
+    counts a tie in the query's favour). The reference is :func:`clip_tutorial.retrieval.recall_at_k`.
+    Returns a :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 3.5.
+    """
+    ensure_callable(fn, "fn")
+    sizes = [8, 12, 1, 5, 16, 3, 10]
+
+    def make(g: torch.Generator, trial: int) -> tuple:
+        n = sizes[trial] if trial < len(sizes) else int(torch.randint(2, 20, (), generator=g))
+        return (torch.randn(n, n, generator=g) + torch.eye(n),)
+
+    result = run_check(_recall_curve(fn), reference_recall_curve, make, _RECALL_HINTS, "recall_at_k", trials, seed,
+                       False, arg_names=["similarity"])
+    return _finish(result, verbose, f"Your recall matches clip_tutorial.retrieval.recall_at_k on {trials} similarity "
+                   "matrices (N from 1 to 16), for every k from 1 to N + 1.",
+                   (r" at index \((\d+),\)", lambda m: f" at k = {int(m.group(1)) + 1}"))
+
+
+# -- Exercise 3: the local loss of one process ---------------------------------------------------
+
+def reference_local_clip_loss(all_image_features: torch.Tensor, all_text_features: torch.Tensor,
+                              logit_scale: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Process ``rank``'s share of CLIP's loss, from the features of all ``world_size`` processes.
+
+    The features are what :func:`clip_tutorial.distributed.gather_features` returns, (N, D) each:
+    process ``r``'s pairs are rows ``r * B`` to ``(r + 1) * B - 1``, with ``B = N / world_size``.
+    The value is that of :func:`clip_tutorial.distributed.distributed_clip_loss` with
+    ``local_loss=True`` on that process. It is computed here as the process's block of rows of the
+    global logit matrix and of its transpose, which shows why the ``world_size`` local losses
+    average to :func:`~clip_tutorial.clip_loss` of the whole batch. Explained in Chapter 3.4.
+
+    Raises:
+        ValueError: if ``world_size`` does not divide N or ``rank`` is out of range.
+    """
+    n = all_image_features.shape[0]
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1 or n % world_size:
+        raise ValueError(f"world_size: expected a positive int dividing the {n} gathered pairs, got {world_size!r}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
+        raise ValueError(f"rank: expected an int in [0, {world_size}), got {rank!r}")
+    batch = n // world_size
+    rows = slice(rank * batch, (rank + 1) * batch)
+    logits = logit_scale * all_image_features @ all_text_features.T
+    labels = torch.arange(rows.start, rows.stop, device=logits.device)
+    return (F.cross_entropy(logits[rows], labels) + F.cross_entropy(logits.T[rows], labels)) / 2
+
+
+def _local(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor, rank: int, world: int,
+           offset: int | None = None, both: bool = True, half: bool = True) -> torch.Tensor:
+    """The local loss with a configurable mistake: a wrong label offset, one direction, no 1/2."""
+    b = images.shape[0] // world
+    labels = torch.arange(b) + (rank * b if offset is None else offset)
+    image_loss = F.cross_entropy(scale * images[rank * b:(rank + 1) * b] @ texts.T, labels)
+    text_loss = F.cross_entropy(scale * texts[rank * b:(rank + 1) * b] @ images.T, labels) if both else image_loss
+    return (image_loss + text_loss) / (2 if half else 1)
+
+
+def _others_detached(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """The local loss when the gather returns detached copies of the other processes' features."""
+    own = torch.zeros(images.shape[0], 1, dtype=images.dtype)
+    own[rank * (len(own) // world):(rank + 1) * (len(own) // world)] = 1
+    return reference_local_clip_loss(images * own + images.detach() * (1 - own), texts * own + texts.detach() * (1 - own),
+                                     scale, rank, world)
+
+
+_OFFSET = ("Wrong rank offset: the right text for local pair i is in column rank * B + i of the gathered features, "
+           "where B = N // world_size is the local batch (not rank, nor rank * world_size).")
+_LOCAL_HINTS = [
+    *(Hint(_OFFSET, mistake=lambda i, t, s, r, w, f=f: _local(i, t, s, r, w, offset=f(r, w)))
+      for f in (lambda r, w: 0, lambda r, w: r, lambda r, w: r * w)),
+    Hint("The loss averages the two directions: (image loss + text loss) / 2.",
+         mistake=lambda i, t, s, r, w: _local(i, t, s, r, w, half=False)),
+    Hint("You have only one direction. The texts of this process classify their image among all N gathered "
+         "images too: cross_entropy(logit_scale * my_texts @ all_images.T, labels).",
+         mistake=lambda i, t, s, r, w: _local(i, t, s, r, w, both=False)),
+    Hint("You used only this process's pairs, a B x B matrix: the negatives must come from every process, "
+         "B x N logits against all gathered features.",
+         mistake=lambda i, t, s, r, w: clip_loss(s * i.chunk(w)[r] @ t.chunk(w)[r].T)),
+    Hint("That is the global loss of the whole N x N matrix (local_loss=False). The local loss keeps only this "
+         "process's B rows: its images against all texts and its texts against all images.",
+         mistake=lambda i, t, s, r, w: clip_loss(s * i @ t.T)),
+    Hint("Multiply the similarities by logit_scale (1 / temperature) before the cross-entropy.",
+         mistake=lambda i, t, s, r, w: _local(i, t, torch.ones_like(s), r, w)),
+]
+
+
+def _gradients(loss_fn: Callable[..., Any]) -> Callable[..., torch.Tensor]:
+    """(2, N, D): the gradient of ``loss_fn``'s loss with respect to the gathered image and text features."""
+    def gradients(all_image_features: torch.Tensor, all_text_features: torch.Tensor, logit_scale: torch.Tensor,
+                  rank: int, world_size: int) -> torch.Tensor:
+        features = [all_image_features.detach().requires_grad_(True), all_text_features.detach().requires_grad_(True)]
+        grads = torch.autograd.grad(loss_fn(*features, logit_scale.detach(), rank, world_size), features,
+                                    allow_unused=True)
+        return torch.stack([torch.zeros_like(x) if g is None else g for x, g in zip(features, grads)])
+    return gradients
+
+
+_GRADIENT_HINTS = [
+    Hint("No gradient reaches the other processes' features. torch.distributed.all_gather returns detached copies; "
+         "gather with torch.distributed.nn.functional.all_gather so that the negatives from other processes are "
+         "pushed too (here: do not .detach() any part of the gathered features).",
+         mistake=_gradients(_others_detached)),
+]
+
+
+def check_local_clip_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, int, int], torch.Tensor], *,
+                          trials: int = 6, seed: int | None = None, verbose: bool = True) -> CheckResult:
+    """Check ``fn(all_image_features, all_text_features, logit_scale, rank, world_size)``: one process's local loss.
+
+    The features (N, D) are every process's features concatenated in rank order, as after the
+    all-gather; ``fn`` returns the scalar loss of process ``rank``'s B = N / world_size pairs
+    against all N, as :func:`clip_tutorial.distributed.distributed_clip_loss` computes it with
+    ``local_loss=True`` (the reference is :func:`reference_local_clip_loss`). The check compares
+    the values, then the gradients with respect to the gathered features, and last confirms that
+    the ``world_size`` local losses average to :func:`~clip_tutorial.clip_loss` of the whole batch.
+    Returns a :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 3.4.
+    """
+    ensure_callable(fn, "fn")
+    table = [(2, 3, 1), (4, 2, 3), (3, 1, 2), (1, 5, 0), (2, 4, 0), (3, 2, 1)]  # (world_size, local batch, rank)
+
+    def make(g: torch.Generator, trial: int) -> tuple:
+        if trial < len(table):
+            world, batch, rank = table[trial]
+        else:
+            world, batch = (int(torch.randint(1, 5, (), generator=g)) for _ in range(2))
+            rank = int(torch.randint(0, world, (), generator=g))
+        images = F.normalize(torch.randn(world * batch, 4 + trial % 3, generator=g), dim=-1)
+        texts = F.normalize(images + 0.8 * torch.randn(images.shape, generator=g), dim=-1)
+        return images, texts, 5.0 + 10.0 * torch.rand((), generator=g), rank, world
+
+    result = run_check(fn, reference_local_clip_loss, make, _LOCAL_HINTS, "local_clip_loss", trials, seed, False,
+                       require_grad=True, atol=1e-6, rtol=1e-5)
+    if result.passed:
+        result = run_check(_gradients(fn), _gradients(reference_local_clip_loss), make, _GRADIENT_HINTS,
+                           "local_clip_loss (gradients)", trials, 0 if seed is None else seed, False, atol=1e-6, rtol=1e-5)
+    mean = whole = 0.0
+    if result.passed:
+        images, texts, scale, _, world = make(torch.Generator().manual_seed(1), 1)
+        mean = sum(float(fn(images, texts, scale, r, world)) for r in range(world)) / world
+        whole = float(clip_loss(scale * images @ texts.T))
+        if not math.isclose(mean, whole, rel_tol=1e-5, abs_tol=1e-6):
+            result = CheckResult(False, f"❌ local_clip_loss: not yet. The mean of your {world} local losses, {mean:.6f}, "
+                                 f"differs from clip_loss of the whole batch, {whole:.6f}.", result.name)
+    return _finish(CheckResult(result.passed, result.message, "local_clip_loss"), verbose,
+                   f"Your local loss and its gradients match the reference on {trials} random inputs, and the mean of "
+                   f"your local losses is clip_loss of the whole batch ({mean:.6f} = {whole:.6f}).",
+                   (r" at index \((\d), (\d+), (\d+)\)", lambda m: " in the gradient of "
+                    f"{('all_image_features', 'all_text_features')[int(m.group(1))]}[{m.group(2)}, {m.group(3)}]"))
+
+
+# -- Exercise 4: the floor that repeated captions put under the loss -----------------------------
+
+def reference_loss_floor(captions: list[str]) -> float:
+    """The lowest value CLIP's loss can reach on a batch with these captions: the mean of log k.
+
+    Identical captions have identical text features, so no model can tell their columns (or, for
+    the texts, their rows) apart: with ``k`` copies of a caption, the best a row can do is split
+    its probability evenly, ``1 / k`` each, which costs ``log k``. Both directions give the mean
+    of ``log k_i`` over the batch. Explained in Chapter 3.3.
+    """
+    from ..experiments import duplicate_loss_floor
+
+    return duplicate_loss_floor(captions)
+
+
+def _floor(floor: Callable[[list[str]], Any]) -> Callable[[list[str]], torch.Tensor]:
+    return lambda captions: torch.tensor(_number(floor(captions), "loss_floor(captions)"), dtype=torch.float64)
+
+
+def _near(got: torch.Tensor, values: list[float]) -> bool:
+    return any(math.isclose(float(got), v, rel_tol=1e-7, abs_tol=1e-9) for v in values)
+
+
+def _mean_log(captions: list[str], count: Callable[[int], float], over: Any = None) -> float:
+    over = list(captions if over is None else over)
+    return sum(count(captions.count(c)) for c in over) / len(over)
+
+
+_FLOOR_HINTS = [
+    Hint("A caption counts itself: with k copies (itself included) the best probability is 1 / k, so the cost is "
+         "log k, and a caption that appears once costs log 1 = 0.", detect=lambda got, expected, inputs: bool(
+             torch.isinf(got)) or _near(got, [_mean_log(inputs[0], lambda k: math.log(max(k - 1, 1)))])),
+    Hint("Average over the pairs of the batch (every row pays log k for its own caption), not over the distinct "
+         "captions.", detect=lambda got, expected, inputs: _near(got, [_mean_log(inputs[0], math.log, set(inputs[0]))])),
+    Hint("Take the mean of the logarithms, not the logarithm of the mean (or of the number of distinct captions).",
+         detect=lambda got, expected, inputs: _near(got, [math.log(_mean_log(inputs[0], float)),
+                                                          math.log(len(inputs[0]) / len(set(inputs[0])))])),
+    Hint("Use the natural logarithm (math.log or torch.log), as the cross-entropy does.",
+         detect=lambda got, expected, inputs: float(expected) > 0 and _near(got, [float(expected) / math.log(2),
+                                                                                  float(expected) / math.log(10)])),
+]
+
+
+def check_loss_floor(fn: Callable[[list[str]], float], *, trials: int = 8, seed: int | None = None,
+                     verbose: bool = True) -> CheckResult:
+    """Check ``fn(captions)``: the lowest loss any model can reach on a batch with these captions (a float).
+
+    The captions are random ShapesWorld-like texts with many repeats; one batch has none, one has
+    a single caption repeated. The reference is :func:`reference_loss_floor`. Returns a
+    :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 3.3.
+    """
+    ensure_callable(fn, "fn")
+    colours = ["red", "green", "blue", "yellow", "purple", "pink", "white", "black"]
+    shapes = ["circle", "square", "triangle", "star", "cross", "heart", "ring", "hexagon"]
+    table = [(16, 6), (8, 8), (1, 4), (12, 1), (32, 10), (6, 3), (20, 20)]  # (batch, distinct captions to draw from)
+
+    def make(g: torch.Generator, trial: int) -> tuple:
+        batch, kinds = table[trial] if trial < len(table) else (int(torch.randint(2, 40, (), generator=g)), 0)
+        kinds = kinds or int(torch.randint(1, 64, (), generator=g))
+        picks = torch.randperm(64, generator=g)[:kinds]
+        picks = picks if trial == 1 else picks[torch.randint(0, kinds, (batch,), generator=g)]  # trial 1: no repeats
+        return ([f"a {colours[int(i) // 8]} {shapes[int(i) % 8]}" for i in picks],)
+
+    result = run_check(_floor(fn), lambda captions: torch.tensor(reference_loss_floor(captions), dtype=torch.float64),
+                       make, _FLOOR_HINTS, "loss_floor", trials, seed, False, arg_names=["captions"], atol=1e-9,
+                       rtol=1e-7)
+    return _finish(result, verbose, f"Your floor matches the reference on {trials} batches of captions (with no "
+                   "repeats, with one caption only, and with many repeats).")
