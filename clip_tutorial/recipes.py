@@ -162,7 +162,7 @@ class TrainedCLIP:
         history: the training history (empty when loaded from a file: shipped or cached).
         metrics: zero-shot accuracies measured right after training.
         card: the model card of a shipped or saved model (recipe, data seed, metrics, command,
-            versions; see :mod:`clip_tutorial.shipped`); empty for a model trained in this session.
+            versions; see :mod:`clip_tutorial.shipped`); empty for a model trained in this process.
     """
 
     model: CLIP
