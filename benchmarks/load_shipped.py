@@ -22,13 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-from _report import ROOT, write_report  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
+from _report import ROOT, machine_info, print_table, write_report  # noqa: E402  (benchmarks/ is on sys.path when a script runs)
 
 _CHILD = """
 import json, sys, time
@@ -50,12 +49,10 @@ def _measure(name: str, threads: int) -> dict[str, float]:
 
 
 def _print_table(models: list[dict]) -> None:
-    print()
-    print("| model | size (MB) | load (ms) | import + load (s) | training in the card (s) | load vs training |")
-    print("|---|---|---|---|---|---|")
-    for m in models:
-        print(f"| {m['name']} | {m['bytes'] / 1e6:.2f} | {m['load_seconds'] * 1000:.0f} | "
-              f"{m['import_and_load_seconds']:.2f} | {m['card_train_seconds']:.0f} | {m['speedup_vs_training']:.0f}x faster |")
+    print_table(["model", "size (MB)", "load (ms)", "import + load (s)", "training in the card (s)", "load vs training"],
+                [[m["name"], f"{m['bytes'] / 1e6:.2f}", f"{m['load_seconds'] * 1000:.0f}",
+                  f"{m['import_and_load_seconds']:.2f}", f"{m['card_train_seconds']:.0f}",
+                  f"{m['speedup_vs_training']:.0f}x faster"] for m in models])
 
 
 def main() -> int:
@@ -86,8 +83,7 @@ def main() -> int:
 
     report = {
         "repeats": args.repeats, "threads": args.threads, "models": models,
-        "machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "python": sys.version.split()[0]},
+        "machine": machine_info(torch=torch.__version__),
     }
     _print_table(models)
     if not args.no_write:

@@ -22,22 +22,23 @@ from .loss import clip_loss, clip_loss_gradient  # noqa: E402
 from .train import History, TrainConfig, train_clip  # noqa: E402
 from .zeroshot import build_zero_shot_classifier, encode_images, encode_texts, zero_shot_accuracy, zero_shot_predict  # noqa: E402
 from .retrieval import recall_at_k, retrieval_metrics  # noqa: E402
+from .search import EmbeddingIndex, SearchResult, build_image_index  # noqa: E402
 from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from .preprocess import Preprocess  # noqa: E402
 from .pretrained import PretrainedUnavailableError, list_pretrained, load_pretrained  # noqa: E402
 from .recipes import RECIPES, TrainedCLIP, load_or_train, train_recipe  # noqa: E402
 from .shipped import list_shipped, load_shipped  # noqa: E402
 from .baselines import FixedClassCNN, classifier_accuracy, train_classifier  # noqa: E402
-from . import convert, embedding_map, exercises, experiments, probes, shipped, temperature, viz, viz_encoders, widgets  # noqa: E402
+from . import calibration, convert, embedding_map, exercises, experiments, probes, shipped, temperature, viz, viz_encoders, widgets  # noqa: E402
 
 __all__ = [
     "__version__", "get_device", "seed_everything", "setup_notebook", "ShapesWorld", "class_names",
     "heldout_combinations", "vocabulary", "WordTokenizer", "BPETokenizer", "learn_bpe", "CLIP", "CLIPConfig",
     "ModifiedResNet", "VisionTransformer", "get_config", "list_configs", "count_flops", "count_parameters",
     "model_table", "clip_loss", "clip_loss_gradient", "History", "TrainConfig", "train_clip", "build_zero_shot_classifier", "encode_images",
-    "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "recall_at_k", "retrieval_metrics",
+    "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "recall_at_k", "retrieval_metrics", "EmbeddingIndex", "SearchResult", "build_image_index",
     "load_checkpoint", "save_checkpoint", "Preprocess",
     "PretrainedUnavailableError", "list_pretrained", "load_pretrained", "RECIPES",
     "TrainedCLIP", "load_or_train", "train_recipe", "list_shipped", "load_shipped", "FixedClassCNN", "classifier_accuracy", "train_classifier",
-    "convert", "embedding_map", "exercises", "experiments", "probes", "shipped", "temperature", "viz", "viz_encoders", "widgets",
+    "calibration", "convert", "embedding_map", "exercises", "experiments", "probes", "shipped", "temperature", "viz", "viz_encoders", "widgets",
 ]

@@ -12,12 +12,16 @@ import torch.nn.functional as F
 from .model import CLIP
 
 __all__ = [
-    "DEFAULT_TEMPLATES", "encode_images", "encode_texts", "build_zero_shot_classifier",
+    "DEFAULT_TEMPLATES", "ENSEMBLE_TEMPLATES", "encode_images", "encode_texts", "build_zero_shot_classifier",
     "zero_shot_predict", "zero_shot_accuracy",
 ]
 
 #: The book's zero-shot prompt; ``{}`` is replaced by the class name, e.g. "red circle".
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}",)
+
+#: A small prompt ensemble in ShapesWorld's vocabulary (every word is known to its tokenizer),
+#: for :func:`build_zero_shot_classifier`; the counterpart of the 80 templates CLIP used for ImageNet.
+ENSEMBLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}", "a picture of a {}", "a drawing of a {}", "there is a {}")
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
@@ -59,24 +63,54 @@ def encode_texts(model: CLIP, tokenizer: Tokenizer, texts: Sequence[str], batch_
     return torch.cat(out)
 
 
-def build_zero_shot_classifier(model: CLIP, tokenizer: Tokenizer, classnames: Sequence[str],
-                               templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
-    """Class embeddings (embed_dim, num_classes) from prompts, one column per class.
-
-    Every template is filled with the class name and embedded; the normalised embeddings of one
-    class are averaged and normalised again (prompt ensembling, as in CLIP's paper).
-
-    Raises:
-        ValueError: if there are no class names or no templates, or a template has no ``{}``.
-    """
+def _fill_templates(templates: Sequence[str], classnames: Sequence[str]) -> list[str]:
+    """Prompts ordered class by class: ``templates[0]`` to ``templates[-1]`` filled with each class name."""
     if isinstance(classnames, str) or len(classnames) == 0:
         raise ValueError(f"classnames: expected a non-empty list of class names, got {classnames!r}")
     if isinstance(templates, str) or len(templates) == 0:
         raise ValueError(f"templates: expected a non-empty list of templates containing '{{}}', got {templates!r}")
-    missing = [t for t in templates if "{}" not in t]
-    if missing:
-        raise ValueError(f"templates: expected each template to contain '{{}}' for the class name, got {missing}")
-    prompts = [template.format(name) for name in classnames for template in templates]
+    marker = "\x00"
+    for template in templates:
+        if not isinstance(template, str):
+            raise TypeError(f"templates: expected strings, got {type(template).__name__} ({template!r})")
+        try:
+            filled = template.format(marker)
+        except (IndexError, KeyError, ValueError) as error:
+            raise ValueError(f"templates: expected a template with exactly one '{{}}' placeholder (write other "
+                             f"braces as '{{{{' and '}}}}'), got {template!r} ({error})") from None
+        if marker not in filled:
+            raise ValueError(f"templates: expected each template to contain '{{}}' for the class name, "
+                             f"got {template!r}")
+    return [template.format(name) for name in classnames for template in templates]
+
+
+def build_zero_shot_classifier(model: CLIP, tokenizer: Tokenizer, classnames: Sequence[str],
+                               templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
+    """Class embeddings (embed_dim, num_classes) from prompts, one column per class.
+
+    A template is a string with one ``{}`` placeholder, filled with :meth:`str.format`:
+    ``"a photo of a {}"`` becomes ``"a photo of a red circle"`` (a literal brace is written
+    ``{{`` or ``}}``). With several templates this is CLIP's *prompt ensembling*: every template
+    filled with the class name is embedded, each embedding is L2-normalised, the normalised
+    embeddings of one class are averaged over the templates, and the mean is L2-normalised again.
+    With one template the column is simply the normalised embedding of its prompt.
+
+    Args:
+        model: the CLIP whose text tower embeds the prompts (it is put back in its training mode).
+        tokenizer: turns a list of prompts into a (N, context_length) token tensor.
+        classnames: the class names, e.g. ``["red circle", "blue square"]``.
+        templates: the prompt templates, e.g. :data:`DEFAULT_TEMPLATES` or :data:`ENSEMBLE_TEMPLATES`.
+
+    Returns:
+        A float32 CPU tensor of shape (embed_dim, num_classes) whose columns have unit norm;
+        ``normalised_image_features @ classifier`` gives cosine similarities.
+
+    Raises:
+        ValueError: if there are no class names or no templates, or a template has no ``{}``
+            (or a placeholder ``str.format`` cannot fill with one class name).
+        TypeError: if a template is not a string.
+    """
+    prompts = _fill_templates(templates, classnames)
     features = encode_texts(model, tokenizer, prompts).view(len(classnames), len(templates), -1)
     return F.normalize(features.mean(dim=1), dim=-1).t().contiguous()
 

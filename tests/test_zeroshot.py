@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from conftest import make_tiny_clip
 
-from clip_tutorial.zeroshot import (build_zero_shot_classifier, encode_images, encode_texts, zero_shot_accuracy,
-                                    zero_shot_predict)
+from clip_tutorial.zeroshot import (DEFAULT_TEMPLATES, ENSEMBLE_TEMPLATES, build_zero_shot_classifier, encode_images,
+                                    encode_texts, zero_shot_accuracy, zero_shot_predict)
 
 CLASSES = ["red circle", "blue square", "green star", "black heart", "pink cross"]
 TEMPLATES = ["a photo of a {}", "a drawing of a {}", "there is a {}"]
@@ -33,6 +33,33 @@ def test_classifier_is_the_renormalised_mean_of_normalised_prompt_embeddings(tin
             expected = F.normalize(per_template.mean(dim=0), dim=0)
             torch.testing.assert_close(classifier[:, c], expected, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(classifier.norm(dim=0), torch.ones(len(CLASSES)))
+
+
+def test_ensemble_templates_match_a_loop_over_templates_with_encode_text(tiny):
+    model, tokenizer, _ = tiny
+    classifier = build_zero_shot_classifier(model, tokenizer, CLASSES, ENSEMBLE_TEMPLATES)
+    with torch.no_grad():
+        columns = []
+        for name in CLASSES:
+            total = torch.zeros(model.config.embed_dim)
+            for template in ENSEMBLE_TEMPLATES:
+                embedding = model.encode_text(tokenizer([template.format(name)]))[0]
+                total += embedding / embedding.norm()
+            mean = total / len(ENSEMBLE_TEMPLATES)
+            columns.append(mean / mean.norm())
+    torch.testing.assert_close(classifier, torch.stack(columns, dim=1), atol=1e-6, rtol=1e-5)
+    unk = tokenizer.unk_id
+    assert all(unk not in tokenizer.encode_one(t.format(name)) for t in ENSEMBLE_TEMPLATES for name in CLASSES)
+
+
+def test_single_template_is_the_normalised_prompt_embedding(tiny):
+    model, tokenizer, _ = tiny
+    assert DEFAULT_TEMPLATES == ("a photo of a {}",)
+    with torch.no_grad():
+        expected = F.normalize(model.encode_text(tokenizer([f"a photo of a {name}" for name in CLASSES])), dim=-1).t()
+    torch.testing.assert_close(build_zero_shot_classifier(model, tokenizer, CLASSES), expected, atol=1e-6, rtol=1e-5)
+    braces = build_zero_shot_classifier(model, tokenizer, CLASSES, ["{{a}} photo of a {}"])
+    assert braces.shape == expected.shape  # an escaped brace is literal text, not a placeholder
 
 
 def test_predictions_and_accuracy_match_a_direct_computation(tiny):
@@ -61,11 +88,20 @@ def test_batched_encoding_does_not_change_the_embeddings(tiny):
 @pytest.mark.parametrize("classnames, templates, match", [
     ([], TEMPLATES, "classnames"), ("red circle", TEMPLATES, "classnames"),
     (CLASSES, [], "templates"), (CLASSES, ["a photo of a thing"], "templates"),
+    (CLASSES, "a photo of a {}", "templates"), (CLASSES, ["a photo of a {{}}"], "templates"),
+    (CLASSES, ["a {} and a {}"], "templates"), (CLASSES, ["a photo of a {classname}"], "templates"),
+    (CLASSES, ["a photo of a {} {"], "templates"),
 ])
 def test_bad_classifier_input(tiny, classnames, templates, match):
     model, tokenizer, _ = tiny
     with pytest.raises(ValueError, match=match):
         build_zero_shot_classifier(model, tokenizer, classnames, templates)
+
+
+def test_template_that_is_not_a_string(tiny):
+    model, tokenizer, _ = tiny
+    with pytest.raises(TypeError, match="templates"):
+        build_zero_shot_classifier(model, tokenizer, CLASSES, ["a photo of a {}", 3])
 
 
 def test_bad_prediction_input(tiny):
