@@ -37,16 +37,13 @@ MAX_SCORES_PER_CHUNK = 1 << 24
 
 
 class SearchResult(NamedTuple):
-    """What :meth:`EmbeddingIndex.search` returns; unpacks as ``scores, ids, rows``.
+    """What :meth:`EmbeddingIndex.search` returns; unpacks as ``scores, ids, rows``."""
 
-    Attributes:
-        scores: (queries, k) float32 similarities, best first in every row.
-        ids: for every query, the ids of its ``k`` best items, in the same order.
-        rows: (queries, k) int64 row numbers of those items in the index.
-    """
-
+    #: (queries, k) float32 similarities, best first in every row.
     scores: torch.Tensor
+    #: For every query, the ids of its ``k`` best items, in the same order.
     ids: list[list[ItemId]]
+    #: (queries, k) int64 row numbers of those items in the index.
     rows: torch.Tensor
 
 
