@@ -13,7 +13,6 @@ matrix file), so a truncated or edited file is caught when the index is loaded.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +21,6 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from .checkpoints import sha256_file
 from .model import CLIP
@@ -296,18 +294,13 @@ def build_image_index(model: CLIP, images: torch.Tensor, batch_size: int = 512, 
         A cosine :class:`EmbeddingIndex` of ``N`` rows.
 
     Raises:
-        ValueError: if ``batch_size`` is not a positive integer, or as :func:`encode_images` does.
+        TypeError: if ``images`` is not a tensor (from :func:`~clip_tutorial.zeroshot.encode_images`).
+        ValueError: for empty or misshapen ``images`` or a ``batch_size`` that is not a positive integer
+            (from :func:`~clip_tutorial.zeroshot.encode_images`).
 
     Explained in Chapter 5.2.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images: expected a tensor (N, 3, H, W), got {type(images).__name__}")
+    embeddings = encode_images(model, images, batch_size=batch_size, progress=progress)
     index = EmbeddingIndex(model.config.embed_dim, device=device or next(model.parameters()).device)
-    count = max(images.shape[0], 1) if images.ndim else 1  # an empty batch reaches encode_images' check
-    chunks = [encode_images(model, images[start: start + batch_size], batch_size=batch_size)
-              for start in tqdm(range(0, count, batch_size), desc="embedding images", disable=not progress,
-                                total=math.ceil(count / batch_size))]
-    index.add(torch.cat(chunks), ids=ids, metadata=metadata)
+    index.add(embeddings, ids=ids, metadata=metadata)
     return index

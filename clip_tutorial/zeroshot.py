@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from .model import CLIP
 
@@ -31,16 +32,22 @@ def _device_of(model: CLIP) -> torch.device:
 
 
 @torch.no_grad()
-def encode_images(model: CLIP, images: torch.Tensor, batch_size: int = 512, normalize: bool = True) -> torch.Tensor:
-    """Embed many images in batches, without gradients; returns (N, embed_dim) on the CPU."""
+def encode_images(model: CLIP, images: torch.Tensor, batch_size: int = 512, normalize: bool = True,
+                  progress: bool = False) -> torch.Tensor:
+    """Embed many images in batches, without gradients; returns (N, embed_dim) on the CPU.
+
+    ``progress`` shows a ``tqdm`` bar over the batches (for large collections, Chapter 5.2).
+    """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images: expected a tensor (N, 3, H, W), got {type(images).__name__}")
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError(f"images: expected a non-empty (N, 3, H, W) tensor, got shape {tuple(images.shape)}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
     device, was_training = _device_of(model), model.training
     model.eval()
-    out = [model.encode_image(images[i: i + batch_size].to(device), normalize=normalize).float().cpu()
-           for i in range(0, images.shape[0], batch_size)]
+    starts = tqdm(range(0, images.shape[0], batch_size), desc="embedding images", disable=not progress)
+    out = [model.encode_image(images[i: i + batch_size].to(device), normalize=normalize).float().cpu() for i in starts]
     model.train(was_training)
     return torch.cat(out)
 

@@ -117,3 +117,17 @@ def test_bad_prediction_input(tiny):
         encode_images(model, torch.zeros(0, 3, 32, 32))
     with pytest.raises(TypeError, match="images"):
         encode_images(model, [[0.0]])
+
+
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, True])
+def test_encode_images_rejects_a_bad_batch_size(batch_size):
+    model, _ = make_tiny_clip(12, seed=1)
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match=r"batch_size: expected a positive integer, got"):
+        encode_images(model, images, batch_size=batch_size)
+
+
+def test_encode_images_with_progress_equals_without():
+    model, _ = make_tiny_clip(12, seed=1)
+    images = torch.randn(7, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(encode_images(model, images, batch_size=3, progress=True), encode_images(model, images, batch_size=3))
