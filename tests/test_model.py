@@ -624,6 +624,19 @@ def test_normalised_pixels_accepted(small_model):
     assert small_model.encode_image(normalised).shape == (2, small_model.config.embed_dim)
 
 
+def test_pixels_that_require_grad_pass_the_range_check_quietly(small_model):
+    # Optimising pixels against CLIP (Chapter 5.6) feeds inputs that require grad; the range check must
+    # neither warn about converting them to Python numbers nor cut the gradient.
+    import warnings
+
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(5)).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        features = small_model.encode_image(pixels)
+    features.sum().backward()
+    assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+
+
 def test_encode_image_on_the_meta_device():
     # Counting FLOPs or shapes on the meta device must not trip over the pixel-range check.
     with torch.device("meta"):

@@ -110,7 +110,7 @@ class CLIP(nn.Module):
         if images.is_meta:  # shapes only (parameter and FLOP counting): there are no values to check
             return
         # Normalised pixels lie within about +-3; values in the tens mean 0-255 pixels slipped through.
-        low, high = (float(v) for v in torch.aminmax(images))
+        low, high = (float(v) for v in torch.aminmax(images.detach()))
         if low < -MAX_PIXEL or high > MAX_PIXEL:
             raise ValueError(
                 f"images: expected normalised pixels (roughly -3 to 3), got values in [{low:.1f}, {high:.1f}]; "
