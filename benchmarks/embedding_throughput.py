@@ -56,7 +56,6 @@ def _reference(hf_model, images, batch_size: int, device):
 
 
 def _measure(label: str, model, images, batch_sizes: list[int], repeat: int, device) -> list[dict]:
-    import torch
 
     from clip_tutorial.convert import to_hf
     from clip_tutorial.zeroshot import encode_images

@@ -23,13 +23,17 @@ from .train import History, TrainConfig, train_clip  # noqa: E402
 from .zeroshot import build_zero_shot_classifier, encode_images, encode_texts, zero_shot_accuracy, zero_shot_predict  # noqa: E402
 from .retrieval import recall_at_k, retrieval_metrics  # noqa: E402
 from .search import EmbeddingIndex, SearchResult, build_image_index  # noqa: E402
+from .linear_probe import LinearProbe, fit_linear_probe, k_shot_indices  # noqa: E402
+from .alt_text import compose_alt_text, describe_images  # noqa: E402
+from .composition import compose_query, slerp  # noqa: E402
 from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
 from .preprocess import Preprocess  # noqa: E402
 from .pretrained import PretrainedUnavailableError, list_pretrained, load_pretrained  # noqa: E402
 from .recipes import RECIPES, TrainedCLIP, load_or_train, train_recipe  # noqa: E402
 from .shipped import list_shipped, load_shipped  # noqa: E402
 from .baselines import FixedClassCNN, classifier_accuracy, train_classifier  # noqa: E402
-from . import calibration, convert, embedding_map, exercises, experiments, probes, shipped, temperature, viz, viz_encoders, widgets  # noqa: E402
+from . import (alt_text, calibration, composition, convert, embedding_map, exercises, experiments, linear_probe,  # noqa: E402
+               probes, shipped, tagging, temperature, viz, viz_encoders, widgets)
 
 __all__ = [
     "__version__", "get_device", "seed_everything", "setup_notebook", "ShapesWorld", "class_names",
@@ -37,8 +41,10 @@ __all__ = [
     "ModifiedResNet", "VisionTransformer", "get_config", "list_configs", "count_flops", "count_parameters",
     "model_table", "clip_loss", "clip_loss_gradient", "History", "TrainConfig", "train_clip", "build_zero_shot_classifier", "encode_images",
     "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "recall_at_k", "retrieval_metrics", "EmbeddingIndex", "SearchResult", "build_image_index",
+    "LinearProbe", "fit_linear_probe", "k_shot_indices", "compose_alt_text", "describe_images", "compose_query", "slerp",
     "load_checkpoint", "save_checkpoint", "Preprocess",
     "PretrainedUnavailableError", "list_pretrained", "load_pretrained", "RECIPES",
     "TrainedCLIP", "load_or_train", "train_recipe", "list_shipped", "load_shipped", "FixedClassCNN", "classifier_accuracy", "train_classifier",
-    "calibration", "convert", "embedding_map", "exercises", "experiments", "probes", "shipped", "temperature", "viz", "viz_encoders", "widgets",
+    "alt_text", "calibration", "composition", "convert", "embedding_map", "exercises", "experiments", "linear_probe", "probes",
+    "shipped", "tagging", "temperature", "viz", "viz_encoders", "widgets",
 ]

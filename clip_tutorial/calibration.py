@@ -16,7 +16,8 @@ import torch
 
 __all__ = [
     "precision_recall_curve", "roc_curve", "roc_auc", "precision_recall_at", "threshold_for_precision",
-    "threshold_for_recall", "CalibratedThreshold", "calibrate_threshold",
+    "threshold_for_recall", "CalibratedThreshold", "calibrate_threshold", "false_positive_rate_at",
+    "precision_at_prevalence",
 ]
 
 CRITERIA = ("precision", "recall", "f1")
@@ -151,6 +152,67 @@ def precision_recall_at(scores: Any, labels: Any, threshold: float) -> tuple[flo
     tp = int((flagged & label_array).sum())
     precision = tp / int(flagged.sum()) if flagged.any() else 1.0
     return precision, tp / int(label_array.sum())
+
+
+def false_positive_rate_at(scores: Any, labels: Any, threshold: float) -> float:
+    """The share of negatives that the detector ``scores >= threshold`` flags.
+
+    Explained in Chapter 5.4. Together with the recall (the share of positives flagged), it does
+    not depend on how common the concept is, unlike precision; see :func:`precision_at_prevalence`.
+
+    Args:
+        scores: one real score per item.
+        labels: ``1``/``True`` for positives, ``0``/``False`` for negatives; both must occur.
+        threshold: the decision threshold (any real number, ``inf`` included).
+
+    Returns:
+        The false-positive rate, in [0, 1].
+
+    Raises:
+        ValueError: as :func:`roc_curve`, or if ``threshold`` is NaN.
+        TypeError: if ``threshold`` or the scores are not real numbers.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold: expected a real number, got {type(threshold).__name__}")
+    if np.isnan(threshold):
+        raise ValueError("threshold: expected a number, got NaN")
+    score_array, label_array = _check(scores, labels, need_negatives=True)
+    return float((score_array[~label_array] >= threshold).mean())
+
+
+def precision_at_prevalence(recall: float, false_positive_rate: float, prevalence: float) -> float:
+    """The precision a detector would have where a share ``prevalence`` of the items are positive.
+
+    Explained in Chapter 5.4. Recall and false-positive rate are properties of the detector; the
+    precision also depends on the base rate: among ``n`` items, ``prevalence * n * recall`` true
+    alarms meet ``(1 - prevalence) * n * false_positive_rate`` false ones. A detector with a
+    1% false-positive rate looks excellent on a balanced test set and raises mostly false alarms
+    when only one item in a thousand shows the concept.
+
+    Args:
+        recall: the true-positive rate, in [0, 1].
+        false_positive_rate: the share of negatives flagged, in [0, 1].
+        prevalence: the share of positives among the items, in (0, 1].
+
+    Returns:
+        ``prevalence * recall / (prevalence * recall + (1 - prevalence) * false_positive_rate)``;
+        ``1.0`` when nothing would be flagged (no false alarm), as :func:`precision_recall_at`.
+
+    Raises:
+        TypeError: if an argument is not a real number.
+        ValueError: if an argument is outside its range.
+    """
+    values = {}
+    for name, value, low_open in (("recall", recall, False), ("false_positive_rate", false_positive_rate, False),
+                                  ("prevalence", prevalence, True)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+        if not ((0 < value) if low_open else (0 <= value)) or not value <= 1:
+            raise ValueError(f"{name}: expected a number in {'(0, 1]' if low_open else '[0, 1]'}, got {value}")
+        values[name] = float(value)
+    true_alarms = values["prevalence"] * values["recall"]
+    false_alarms = (1 - values["prevalence"]) * values["false_positive_rate"]
+    return true_alarms / (true_alarms + false_alarms) if true_alarms + false_alarms > 0 else 1.0
 
 
 def _check_target(target: Any, name: str) -> float:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["retrieval_ranks", "recall_at_k", "retrieval_metrics"]
+__all__ = ["retrieval_ranks", "recall_at_k", "retrieval_metrics", "ranked_recall_precision"]
 
 
 def _check_similarity(similarity: object) -> torch.Tensor:
@@ -114,3 +114,51 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
     text_to_image = recall_at_k(similarity.T, ks, None if positives is None else positives.T)
     return {**{f"image_to_text_R@{k}": v for k, v in image_to_text.items()},
             **{f"text_to_image_R@{k}": v for k, v in text_to_image.items()}}
+
+
+def ranked_recall_precision(rows: torch.Tensor, relevant: torch.Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """Recall@K and precision@K from the ranked results of a search engine.
+
+    Explained in Chapter 5.2. When a query has many relevant items (every "red circle" in a
+    large collection), recall@K as defined above (at least one relevant item among the top ``K``)
+    is joined by precision@K, the fraction of the top ``K`` that is relevant. Both need only the
+    rows a search returned, not the full similarity matrix, e.g. ``EmbeddingIndex.search(...).rows``.
+
+    Args:
+        rows: (queries, K_max) int64 gallery rows, best first in every row, with ``K_max >= max(ks)``.
+        relevant: (queries, gallery) bool, ``True`` where the gallery item is a correct answer;
+            every query needs at least one.
+        ks: the cut-offs, positive ints.
+
+    Returns:
+        ``{"R@k": ..., "P@k": ...}`` for every ``k``, averaged over queries, each in [0, 1].
+
+    Raises:
+        TypeError: if ``rows`` is not an integer tensor or ``relevant`` not a bool tensor.
+        ValueError: for mismatched shapes, rows outside the gallery, too few ranked results,
+            bad ``ks``, or a query without any relevant item.
+    """
+    if isinstance(ks, int) or not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks):
+        raise ValueError(f"ks: expected a non-empty sequence of positive ints, got {ks!r}")
+    if not isinstance(rows, torch.Tensor) or rows.dtype not in (torch.int64, torch.int32):
+        got = f"dtype {rows.dtype}" if isinstance(rows, torch.Tensor) else type(rows).__name__
+        raise TypeError(f"rows: expected an int64 tensor (queries, K) of gallery rows, got {got}")
+    if not isinstance(relevant, torch.Tensor) or relevant.ndim != 2:
+        got = f"shape {tuple(relevant.shape)}" if isinstance(relevant, torch.Tensor) else type(relevant).__name__
+        raise TypeError(f"relevant: expected a bool tensor (queries, gallery), got {got}")
+    relevant = _check_positives(relevant, relevant.shape).cpu()
+    if rows.ndim != 2 or rows.shape[0] != relevant.shape[0]:
+        raise ValueError(f"rows: expected shape ({relevant.shape[0]}, K), one row per query of relevant, "
+                         f"got {tuple(rows.shape)}")
+    if rows.shape[1] < max(ks):
+        raise ValueError(f"rows: expected at least max(ks) = {max(ks)} ranked results per query, got {rows.shape[1]}")
+    rows = rows.long().cpu()
+    if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= relevant.shape[1]):
+        raise ValueError(f"rows: expected gallery rows in [0, {relevant.shape[1]}), got values in "
+                         f"[{int(rows.min())}, {int(rows.max())}]")
+    hits = relevant.gather(1, rows)
+    result = {}
+    for k in ks:
+        result[f"R@{k}"] = float(hits[:, :k].any(dim=1).float().mean())
+        result[f"P@{k}"] = float(hits[:, :k].float().mean())
+    return result

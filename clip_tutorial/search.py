@@ -283,7 +283,8 @@ def build_image_index(model: CLIP, images: torch.Tensor, batch_size: int = 512, 
 
     Args:
         model: a CLIP model; its ``encode_image`` gives the embeddings.
-        images: (N, 3, H, W) preprocessed images.
+        images: (N, 3, H, W) preprocessed float images, or uint8 pixels (``ShapesWorld.images``),
+            which :func:`~clip_tutorial.zeroshot.encode_images` normalises batch by batch.
         batch_size: images embedded at once.
         progress: show the progress bar.
         ids: one unique int or str id per image, as for :meth:`EmbeddingIndex.add`.

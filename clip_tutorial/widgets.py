@@ -4,7 +4,9 @@ Explained in Chapter 1.5 (a tiny image search engine). :func:`text_to_image_sear
 engine: embed the query, compare it with every image embedding, keep the ``k`` best.
 :func:`search_figure` draws the results of a few queries, so that a page rendered without a
 running kernel still shows them; :func:`search_box` is the interactive version, an ipywidgets
-text box whose results update as you type a new query (in Jupyter or Colab).
+text box whose results update as you type a new query (in Jupyter or Colab). Both also accept an
+:class:`~clip_tutorial.search.EmbeddingIndex` of the gallery (Chapter 5.2, a search engine over
+50,000 images), and uint8 pixels, which take four times less memory than normalised floats.
 
 The temperature's playground (Chapter 2.3) lives in :mod:`clip_tutorial.temperature`.
 """
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 
 from .model import CLIP
+from .search import EmbeddingIndex
 from .viz import to_display_images
 from .zeroshot import encode_images, encode_texts
 
@@ -38,10 +41,18 @@ def _check_model(model: object, tokenizer: object) -> None:
 
 
 def _check_images(images: object) -> torch.Tensor:
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0 or not images.is_floating_point():
+    if (not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0
+            or not (images.is_floating_point() or images.dtype == torch.uint8)):
         got = f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(f"images: expected normalised float pixels (N, 3, H, W) as ShapesWorld.tensors() returns, got {got}")
+        raise TypeError(f"images: expected normalised float pixels (N, 3, H, W) as ShapesWorld.tensors() returns, "
+                        f"or uint8 pixels as ShapesWorld.images, got {got}")
     return images
+
+
+def _display(images: torch.Tensor, rows: Sequence[int]) -> dict[int, Any]:
+    """The pictures of the given gallery rows, keyed by row, for ``imshow``."""
+    rows = list(rows)
+    return dict(zip(rows, to_display_images(images[rows], normalized=images.is_floating_point())))
 
 
 def _check_query(query: object) -> str:
@@ -85,7 +96,8 @@ def text_to_image_search(model: CLIP, tokenizer: Tokenizer, images_or_features: 
     Args:
         model: a CLIP.
         tokenizer: its tokenizer.
-        images_or_features: normalised images ``(N, 3, H, W)`` or their image embeddings ``(N, D)``.
+        images_or_features: normalised images ``(N, 3, H, W)``, uint8 pixels, or their image
+            embeddings ``(N, D)``.
         query: the text to search for, e.g. ``"a big yellow star"``.
         k: how many images to return, ``1 <= k <= N``.
 
@@ -104,6 +116,28 @@ def text_to_image_search(model: CLIP, tokenizer: Tokenizer, images_or_features: 
     scores = features @ encode_texts(model, tokenizer, [query])[0]
     top = scores.topk(k)
     return top.indices, top.values
+
+
+def _ranker(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, features: torch.Tensor | None,
+            index: EmbeddingIndex | None, k: int) -> Callable[[str], tuple[torch.Tensor, torch.Tensor]]:
+    """A function from a query to its ``k`` best ``(rows, scores)``, from features or an index."""
+    if index is None:
+        gallery = _gallery_features(model, images if features is None else features)
+        if gallery.shape[0] != images.shape[0]:
+            raise ValueError(f"features: expected one row per image ({images.shape[0]}), got {gallery.shape[0]}")
+        return lambda query: text_to_image_search(model, tokenizer, gallery, query, k)
+    if not isinstance(index, EmbeddingIndex):
+        raise TypeError(f"index: expected a clip_tutorial.search.EmbeddingIndex or None, got {type(index).__name__}")
+    if features is not None:
+        raise ValueError("features: expected None when an index is given (the index holds the embeddings), got a tensor")
+    if len(index) != images.shape[0] or index.dim != model.config.embed_dim:
+        raise ValueError(f"index: expected {images.shape[0]} rows (one per image, in the same order) of dimension "
+                         f"{model.config.embed_dim}, got {len(index)} rows of dimension {index.dim}")
+
+    def rank(query: str) -> tuple[torch.Tensor, torch.Tensor]:
+        result = index.search(encode_texts(model, tokenizer, [_check_query(query)]), k)
+        return result.rows[0].cpu(), result.scores[0].cpu()
+    return rank
 
 
 def figure_png(fig: Figure, dpi: int = 100) -> bytes:
@@ -131,7 +165,8 @@ def _draw_results(fig: Figure, pictures: list, rows: list[tuple[str, torch.Tenso
 
 
 def search_figure(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, queries: Sequence[str], k: int = 6,
-                  features: torch.Tensor | None = None, title: str = "Text-to-image search: top matches per query") -> Figure:
+                  features: torch.Tensor | None = None, title: str = "Text-to-image search: top matches per query",
+                  index: EmbeddingIndex | None = None) -> Figure:
     """A grid of search results: one row per query, its ``k`` best images left to right with their scores.
 
     Explained in Chapter 1.5. This is the static companion of :func:`search_box`.
@@ -139,19 +174,21 @@ def search_figure(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, queri
     Args:
         model: a CLIP.
         tokenizer: its tokenizer.
-        images: the gallery, normalised float pixels ``(N, 3, H, W)``.
+        images: the gallery, normalised float pixels ``(N, 3, H, W)`` or uint8 pixels.
         queries: the texts to search for.
         k: images shown per query.
         features: the gallery's image embeddings ``(N, D)`` if already computed.
         title: the figure's title.
+        index: an :class:`~clip_tutorial.search.EmbeddingIndex` whose row ``i`` is image ``i``
+            (Chapter 5.2); the search then runs on the index, and ``features`` must be ``None``.
 
     Returns:
         The figure; each image is labelled with its rank and cosine similarity.
 
     Raises:
         TypeError: for arguments of the wrong type.
-        ValueError: for no queries, an empty query, ``k`` out of range, or features that do not
-            match the images.
+        ValueError: for no queries, an empty query, ``k`` out of range, or features or an index
+            that do not match the images.
     """
     _check_model(model, tokenizer)
     images = _check_images(images)
@@ -159,12 +196,9 @@ def search_figure(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, queri
         raise ValueError(f"queries: expected a non-empty list of str, got {queries!r}")
     queries = [_check_query(q) for q in queries]
     k = _check_k(k, images.shape[0])
-    gallery = _gallery_features(model, images if features is None else features)
-    if gallery.shape[0] != images.shape[0]:
-        raise ValueError(f"features: expected one row per image ({images.shape[0]}), got {gallery.shape[0]}")
-    rows = [(q, *text_to_image_search(model, tokenizer, gallery, q, k)) for q in queries]
-    needed = sorted({int(i) for _, indices, _ in rows for i in indices})
-    pictures = dict(zip(needed, to_display_images(images[needed], normalized=True)))
+    rank = _ranker(model, tokenizer, images, features, index, k)
+    rows = [(q, *rank(q)) for q in queries]
+    pictures = _display(images, sorted({int(i) for _, indices, _ in rows for i in indices}))
     fig = plt.figure(figsize=(1.2 * k + 1.8, 1.35 * len(queries) + 0.5), layout="constrained")
     _draw_results(fig, pictures, rows, k)
     fig.suptitle(title)
@@ -173,7 +207,7 @@ def search_figure(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, queri
 
 
 def search_box(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, k: int = 8, features: torch.Tensor | None = None,
-               value: str = "a big yellow star") -> Any:
+               value: str = "a big yellow star", index: EmbeddingIndex | None = None) -> Any:
     """An interactive search engine: type a query, see the ``k`` best images of the gallery.
 
     Explained in Chapter 1.5. Works in Jupyter and Colab; a page rendered without a kernel shows it
@@ -183,10 +217,12 @@ def search_box(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, k: int =
     Args:
         model: a CLIP.
         tokenizer: its tokenizer.
-        images: the gallery, normalised float pixels ``(N, 3, H, W)``.
+        images: the gallery, normalised float pixels ``(N, 3, H, W)`` or uint8 pixels.
         k: images shown per query.
         features: the gallery's image embeddings ``(N, D)`` if already computed.
         value: the query shown at first.
+        index: an :class:`~clip_tutorial.search.EmbeddingIndex` whose row ``i`` is image ``i``
+            (Chapter 5.2); queries then search the index, and ``features`` must be ``None``.
 
     Returns:
         An ``ipywidgets.VBox``: the text box (``children[0]``), a status line (``children[1]``,
@@ -203,9 +239,7 @@ def search_box(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, k: int =
     _check_model(model, tokenizer)
     images = _check_images(images)
     k = _check_k(k, images.shape[0])
-    gallery = _gallery_features(model, images if features is None else features)
-    if gallery.shape[0] != images.shape[0]:
-        raise ValueError(f"features: expected one row per image ({images.shape[0]}), got {gallery.shape[0]}")
+    rank = _ranker(model, tokenizer, images, features, index, k)
     text = ipywidgets.Text(value=value, description="Search:", placeholder="e.g. a small red heart",
                            continuous_update=False, layout=ipywidgets.Layout(width="420px"))
     status = ipywidgets.HTML()
@@ -216,11 +250,10 @@ def search_box(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, k: int =
         if not query.strip():
             status.value, picture.value = "<i>Type a query, e.g. <b>a small red heart</b>.</i>", b""
             return
-        indices, scores = text_to_image_search(model, tokenizer, gallery, query, k)
+        indices, scores = rank(query)
         fig = Figure(figsize=(1.2 * k, 1.6), layout="constrained")
-        pictures = dict(zip(indices.tolist(), to_display_images(images[indices], normalized=True)))
-        _draw_results(fig, pictures, [(query, indices, scores)], k)
-        status.value = f"Top {k} of {gallery.shape[0]} images for <b>{html.escape(query)}</b> (best first)"
+        _draw_results(fig, _display(images, indices.tolist()), [(query, indices, scores)], k)
+        status.value = f"Top {k} of {images.shape[0]} images for <b>{html.escape(query)}</b> (best first)"
         picture.value = figure_png(fig, dpi=100)
 
     text.observe(update, names="value")

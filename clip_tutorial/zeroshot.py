@@ -10,11 +10,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .data import normalize_images
 from .model import CLIP
 
 __all__ = [
-    "DEFAULT_TEMPLATES", "ENSEMBLE_TEMPLATES", "encode_images", "encode_texts", "build_zero_shot_classifier",
-    "zero_shot_predict", "zero_shot_accuracy",
+    "DEFAULT_TEMPLATES", "ENSEMBLE_TEMPLATES", "encode_images", "encode_texts", "ensemble_prompt_embeddings",
+    "build_zero_shot_classifier", "zero_shot_predict", "zero_shot_accuracy",
 ]
 
 #: The book's zero-shot prompt; ``{}`` is replaced by the class name, e.g. "red circle".
@@ -36,7 +37,10 @@ def encode_images(model: CLIP, images: torch.Tensor, batch_size: int = 512, norm
                   progress: bool = False) -> torch.Tensor:
     """Embed many images in batches, without gradients; returns (N, embed_dim) on the CPU.
 
-    ``progress`` shows a ``tqdm`` bar over the batches (for large collections, Chapter 5.2).
+    ``images`` are normalised float pixels (``ShapesWorld.tensors()``) or uint8 pixels
+    (``ShapesWorld.images``), which are normalised one batch at a time, so that a large collection
+    is never held as float32 all at once (four times the memory). ``progress`` shows a ``tqdm``
+    bar over the batches (for large collections, Chapter 5.2).
     """
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images: expected a tensor (N, 3, H, W), got {type(images).__name__}")
@@ -47,7 +51,9 @@ def encode_images(model: CLIP, images: torch.Tensor, batch_size: int = 512, norm
     device, was_training = _device_of(model), model.training
     model.eval()
     starts = tqdm(range(0, images.shape[0], batch_size), desc="embedding images", disable=not progress)
-    out = [model.encode_image(images[i: i + batch_size].to(device), normalize=normalize).float().cpu() for i in starts]
+    prepare = normalize_images if images.dtype == torch.uint8 else (lambda batch: batch)
+    out = [model.encode_image(prepare(images[i: i + batch_size]).to(device), normalize=normalize).float().cpu()
+           for i in starts]
     model.train(was_training)
     return torch.cat(out)
 
@@ -91,6 +97,25 @@ def _fill_templates(templates: Sequence[str], classnames: Sequence[str]) -> list
     return [template.format(name) for name in classnames for template in templates]
 
 
+def ensemble_prompt_embeddings(features: torch.Tensor) -> torch.Tensor:
+    """Prompt ensembling: per-template embeddings (C, T, D) -> unit class embeddings (D, C).
+
+    Explained in Chapter 5.1. Each of the ``T`` prompt embeddings of a class is L2-normalised,
+    the ``T`` unit vectors are averaged, and the mean is L2-normalised again. The first
+    normalisation gives every template the same say; the second puts the class back on the unit
+    sphere, where image embeddings are compared by cosine similarity.
+
+    Raises:
+        ValueError: if ``features`` is not a non-empty floating-point (C, T, D) tensor.
+    """
+    if not isinstance(features, torch.Tensor) or features.ndim != 3 or 0 in features.shape \
+            or not features.is_floating_point():
+        got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+        raise ValueError("features: expected a non-empty floating-point (num_classes, num_templates, embed_dim) "
+                         f"tensor, got {got}")
+    return F.normalize(F.normalize(features, dim=-1).mean(dim=1), dim=-1).t().contiguous()
+
+
 def build_zero_shot_classifier(model: CLIP, tokenizer: Tokenizer, classnames: Sequence[str],
                                templates: Sequence[str] = DEFAULT_TEMPLATES) -> torch.Tensor:
     """Class embeddings (embed_dim, num_classes) from prompts, one column per class.
@@ -119,7 +144,7 @@ def build_zero_shot_classifier(model: CLIP, tokenizer: Tokenizer, classnames: Se
     """
     prompts = _fill_templates(templates, classnames)
     features = encode_texts(model, tokenizer, prompts).view(len(classnames), len(templates), -1)
-    return F.normalize(features.mean(dim=1), dim=-1).t().contiguous()
+    return ensemble_prompt_embeddings(features)
 
 
 def _check_classifier(image_features: torch.Tensor, classifier: torch.Tensor) -> None:

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from clip_tutorial.bpe import END_OF_WORD, BPETokenizer, bytes_to_unicode, clean_text, load_merges, pretokenize
@@ -116,8 +116,20 @@ def test_fresh_tokenizer_gives_same_ids_as_warm_one(ours):
 @given(st.text(max_size=60))
 def test_random_text_matches_reference(ours, reference, text):
     module, ref = reference
+    # Written special tokens are the one place open_clip departs from OpenAI's tokenizer (see below).
+    assume(not any(token in text.lower() for token in ("<|startoftext|>", "<|endoftext|>")))
     assert ours.encode(text) == ref.encode(text)
     assert torch.equal(ours(text, context_length=12), module.tokenize([text], context_length=12))
+
+
+def test_special_tokens_written_in_the_text_follow_openai(ours, reference):
+    # OpenAI's tokenizer matches "<|startoftext|>" and "<|endoftext|>" in the lower-cased text and maps
+    # them to their ids; open_clip renamed its special tokens ("<start_of_text>"), so it spells them out.
+    _, ref = reference
+    for text, special in (("<|startoftext|>", 49406), ("a <|EndOfText|> b", 49407)):
+        ids = ours.encode(text)
+        assert special in ids and special not in ref.encode(text), (text, ids)
+    assert ours.encode("a <|EndOfText|> b") == [ours.encode("a")[0], 49407, ours.encode("b")[0]]
 
 
 @settings(max_examples=300, deadline=None)

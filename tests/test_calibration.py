@@ -190,3 +190,52 @@ def test_bad_targets_and_thresholds():
         precision_recall_at(scores, labels, float("nan"))
     with pytest.raises(TypeError, match="threshold"):
         precision_recall_at(scores, labels, "0.5")
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_false_positive_rate_matches_brute_force_and_the_roc_curve(seed):
+    from clip_tutorial.calibration import false_positive_rate_at
+
+    scores, labels = make_data(seed)
+    fpr_curve, _, thresholds = roc_curve(scores, labels)
+    for threshold in [*thresholds[1:], -np.inf, np.inf, 0.05]:
+        tp, fp, fn, tn = brute_counts(scores, labels, threshold)
+        assert false_positive_rate_at(scores, labels, threshold) == pytest.approx(fp / (fp + tn))
+    for fpr, threshold in zip(fpr_curve[1:], thresholds[1:]):
+        assert false_positive_rate_at(scores, labels, float(threshold)) == pytest.approx(fpr)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_precision_at_prevalence_reproduces_measured_precision_and_resampling(seed):
+    from clip_tutorial.calibration import false_positive_rate_at, precision_at_prevalence
+
+    scores, labels = make_data(seed, n=400)
+    prevalence = labels.mean()
+    for threshold in np.quantile(scores, [0.2, 0.5, 0.9]):
+        precision, recall = precision_recall_at(scores, labels, float(threshold))
+        fpr = false_positive_rate_at(scores, labels, float(threshold))
+        # at the sample's own base rate the formula is exactly the measured precision
+        assert precision_at_prevalence(recall, fpr, float(prevalence)) == pytest.approx(precision)
+        # replicating every negative 9 times lowers the base rate; the precision follows the formula
+        many = np.r_[scores[labels == 1], np.repeat(scores[labels == 0], 9)]
+        many_labels = np.r_[np.ones(int(labels.sum())), np.zeros(9 * int((labels == 0).sum()))]
+        diluted = precision_recall_at(many, many_labels, float(threshold))[0]
+        assert precision_at_prevalence(recall, fpr, float(many_labels.mean())) == pytest.approx(diluted)
+
+
+def test_precision_at_prevalence_edges_and_errors():
+    from clip_tutorial.calibration import false_positive_rate_at, precision_at_prevalence
+
+    assert precision_at_prevalence(0.9, 0.0, 0.01) == 1.0
+    assert precision_at_prevalence(0.0, 0.0, 0.5) == 1.0  # nothing flagged: no false alarm
+    assert precision_at_prevalence(1.0, 0.01, 0.001) == pytest.approx(0.001 / (0.001 + 0.999 * 0.01))
+    with pytest.raises(ValueError, match="prevalence: expected a number in \\(0, 1\\]"):
+        precision_at_prevalence(0.5, 0.1, 0.0)
+    with pytest.raises(ValueError, match="false_positive_rate"):
+        precision_at_prevalence(0.5, 1.5, 0.1)
+    with pytest.raises(TypeError, match="recall"):
+        precision_at_prevalence("0.5", 0.1, 0.1)
+    with pytest.raises(ValueError, match="negative"):
+        false_positive_rate_at([0.1, 0.2], [1, 1], 0.1)
+    with pytest.raises(TypeError, match="threshold"):
+        false_positive_rate_at([0.1, 0.2], [1, 0], None)

@@ -90,7 +90,7 @@ def test_numpy_and_tensor_metadata_become_plain_numbers(tmp_path):
 
 
 def test_without_tokenizer_or_metadata(tmp_path):
-    path = save_checkpoint(_model(2), tmp_path / "plain.safetensors")
+    save_checkpoint(_model(2), tmp_path / "plain.safetensors")
     loaded = load_checkpoint(tmp_path / "plain")
     assert loaded.tokenizer is None and loaded.metadata == {}
 

@@ -18,13 +18,19 @@ def _reference_recall(similarity: torch.Tensor, positives: torch.Tensor, k: int)
     return hits / len(similarity)
 
 
+def _random_case(queries: int, gallery: int, seed: int, density: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct random scores and a random relevance matrix with at least one correct item per query."""
+    g = torch.Generator().manual_seed(seed)
+    similarity = torch.randn(queries, gallery, generator=g, dtype=torch.float64).float()
+    positives = torch.rand(queries, gallery, generator=g) < density
+    positives[torch.arange(queries), torch.randint(0, gallery, (queries,), generator=g)] = True
+    return similarity, positives
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 12), st.integers(1, 12), st.integers(0, 10_000))
 def test_recall_matches_sorting_reference(queries, gallery, seed):
-    g = torch.Generator().manual_seed(seed)
-    similarity = torch.randn(queries, gallery, generator=g, dtype=torch.float64).float()
-    positives = torch.rand(queries, gallery, generator=g) < 0.3
-    positives[torch.arange(queries), torch.randint(0, gallery, (queries,), generator=g)] = True
+    similarity, positives = _random_case(queries, gallery, seed, 0.3)
     ks = (1, 2, 5, gallery)
     got = recall_at_k(similarity, ks, positives)
     for k in ks:
@@ -79,3 +85,42 @@ def test_text_to_image_uses_the_transpose():
 def test_bad_input_is_named(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 10), st.integers(1, 15), st.integers(0, 10_000))
+def test_ranked_recall_precision_matches_a_sorting_reference(queries, gallery, seed):
+    from clip_tutorial.retrieval import ranked_recall_precision
+
+    similarity, relevant = _random_case(queries, gallery, seed, 0.4)
+    ks = tuple(sorted({1, min(3, gallery), gallery}))
+    rows = similarity.topk(gallery, dim=1).indices
+    got = ranked_recall_precision(rows, relevant, ks)
+    expected_recall = recall_at_k(similarity, ks, relevant)  # the full-matrix definition, no ties here
+    for k in ks:
+        assert got[f"R@{k}"] == pytest.approx(expected_recall[k])
+        by_hand = sum(sum(relevant[q, j] for j in sorted(range(gallery), key=lambda j: -similarity[q, j])[:k])
+                      for q in range(queries)) / (k * queries)
+        assert got[f"P@{k}"] == pytest.approx(float(by_hand))
+
+
+def test_ranked_recall_precision_rejects_bad_input():
+    from clip_tutorial.retrieval import ranked_recall_precision
+
+    relevant = torch.tensor([[True, False, False], [False, True, True]])
+    rows = torch.tensor([[1, 0], [2, 1]])
+    assert ranked_recall_precision(rows, relevant, (1, 2)) == {"R@1": 0.5, "P@1": 0.5, "R@2": 1.0, "P@2": 0.75}
+    with pytest.raises(ValueError, match="max\\(ks\\) = 5"):
+        ranked_recall_precision(rows, relevant, (5,))
+    with pytest.raises(TypeError, match="rows"):
+        ranked_recall_precision(rows.float(), relevant, (1,))
+    with pytest.raises(TypeError, match="positives: expected a bool"):
+        ranked_recall_precision(rows, relevant.int(), (1,))
+    with pytest.raises(ValueError, match="at least one correct item"):
+        ranked_recall_precision(rows, torch.tensor([[True, False, False], [False, False, False]]), (1,))
+    with pytest.raises(ValueError, match="gallery rows in"):
+        ranked_recall_precision(torch.tensor([[3, 0], [0, 1]]), relevant, (1,))
+    with pytest.raises(ValueError, match="one row per query"):
+        ranked_recall_precision(rows[:1], relevant, (1,))
+    with pytest.raises(ValueError, match="ks"):
+        ranked_recall_precision(rows, relevant, ())

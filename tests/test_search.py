@@ -209,3 +209,16 @@ def test_build_image_index_uses_the_models_image_embeddings():
         build_image_index(model, images, batch_size=0)
     with pytest.raises(ValueError, match="images: expected a non-empty"):
         build_image_index(model, images[:0], progress=False)
+
+
+def test_build_image_index_from_uint8_pixels_normalises_batch_by_batch():
+    from clip_tutorial import ShapesWorld
+
+    model, _ = make_tiny_clip(12, seed=4)
+    world = ShapesWorld(37, split="all", seed=3)
+    from_pixels = build_image_index(model, world.images, batch_size=8, progress=False)
+    from_floats = build_image_index(model, world.tensors(), batch_size=8, progress=False)
+    torch.testing.assert_close(from_pixels.embeddings, from_floats.embeddings, atol=1e-6, rtol=0)
+    assert from_pixels.ids == list(range(37))
+    with pytest.raises(ValueError, match="batch_size: expected a positive integer, got 0"):
+        build_image_index(model, world.images, batch_size=0)

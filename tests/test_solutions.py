@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
 MIN_SOLUTIONS = 3
 #: The chapters whose every check (``clip_tutorial.exercises.<chapter>.check_*``) has a solution cell.
-CHAPTERS_WITH_EXERCISES = ("ch1", "ch2", "ch3")
+CHAPTERS_WITH_EXERCISES = ("ch1", "ch2", "ch3", "ch5")
 
 
 def _solution_cells() -> list[tuple[str, int, str]]:

@@ -66,7 +66,7 @@ def test_search_rejects_bad_galleries(tiny):
     with pytest.raises(ValueError, match="embed_dim"):
         text_to_image_search(model, tokenizer, torch.zeros(5, 7), "a red circle")
     with pytest.raises(TypeError, match="images"):
-        text_to_image_search(model, tokenizer, torch.zeros(5, 3, 32, 32, dtype=torch.uint8), "a red circle")
+        text_to_image_search(model, tokenizer, torch.zeros(5, 3, 32, 32, dtype=torch.int32), "a red circle")
     with pytest.raises(TypeError, match="model"):
         text_to_image_search(object(), tokenizer, images, "a red circle")
 
@@ -102,6 +102,50 @@ def test_search_box_updates_when_the_query_changes(tiny):
     assert "&lt;b&gt;" in status.value  # the query is escaped, not rendered as HTML
     with pytest.raises(ValueError, match="k"):
         search_box(model, tokenizer, images, k=0)
+
+
+def test_search_with_an_index_equals_search_with_features(tiny):
+    from clip_tutorial.data import normalize_images
+    from clip_tutorial.search import EmbeddingIndex
+
+    model, tokenizer, images = tiny
+    pixels = ShapesWorld(40, split="all", seed=0).images
+    torch.testing.assert_close(normalize_images(pixels), images)
+    features = encode_images(model, images)
+    index = EmbeddingIndex(features.shape[1])
+    index.add(features, ids=[f"img{i}" for i in range(40)])  # ids are not rows: the figure must use rows
+    queries = ["a red circle", "a small blue star"]
+    with_features = search_figure(model, tokenizer, images, queries, k=4, features=features)
+    with_index = search_figure(model, tokenizer, pixels, queries, k=4, index=index)
+    for a, b in zip(with_features.axes, with_index.axes):
+        assert a.get_xlabel() == b.get_xlabel()
+        if a.images:  # the same picture, from uint8 pixels or from de-normalised floats
+            assert abs(a.images[0].get_array() - b.images[0].get_array()).max() < 1e-5
+        else:
+            assert not b.images
+    expected = text_to_image_search(model, tokenizer, features, "a red circle", 5)
+    assert torch.equal(text_to_image_search(model, tokenizer, pixels, "a red circle", 5)[0], expected[0])
+    with pytest.raises(ValueError, match="features: expected None when an index"):
+        search_figure(model, tokenizer, images, queries, k=4, features=features, index=index)
+    with pytest.raises(ValueError, match="index: expected 39 rows"):
+        search_figure(model, tokenizer, images[:39], queries, k=4, index=index)
+    with pytest.raises(TypeError, match="index: expected a clip_tutorial.search.EmbeddingIndex"):
+        search_figure(model, tokenizer, images, queries, k=4, index=features)
+
+
+def test_search_box_over_an_index(tiny):
+    pytest.importorskip("ipywidgets")
+    from clip_tutorial.search import build_image_index
+
+    model, tokenizer, images = tiny
+    index = build_image_index(model, images, progress=False)
+    box = search_box(model, tokenizer, images, k=3, value="a red circle", index=index)
+    plain = search_box(model, tokenizer, images, k=3, value="a red circle")
+    text, status, picture = box.children
+    assert "Top 3 of 40 images" in status.value and bytes(picture.value) == bytes(plain.children[2].value)
+    text.value = "a green square"
+    plain.children[0].value = "a green square"
+    assert bytes(picture.value) == bytes(plain.children[2].value)
 
 
 # -- Chapter 2.3: the temperature figure and its slider ----------------------------------------

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from conftest import make_tiny_clip
 
 from clip_tutorial.zeroshot import (DEFAULT_TEMPLATES, ENSEMBLE_TEMPLATES, build_zero_shot_classifier, encode_images,
-                                    encode_texts, zero_shot_accuracy, zero_shot_predict)
+                                    encode_texts, ensemble_prompt_embeddings, zero_shot_accuracy,
+                                    zero_shot_predict)
 
 CLASSES = ["red circle", "blue square", "green star", "black heart", "pink cross"]
 TEMPLATES = ["a photo of a {}", "a drawing of a {}", "there is a {}"]
@@ -131,3 +132,25 @@ def test_encode_images_with_progress_equals_without():
     model, _ = make_tiny_clip(12, seed=1)
     images = torch.randn(7, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     assert torch.equal(encode_images(model, images, batch_size=3, progress=True), encode_images(model, images, batch_size=3))
+
+
+def test_ensemble_prompt_embeddings_is_normalise_mean_normalise():
+    x = torch.randn(5, 3, 8, generator=torch.Generator().manual_seed(0))
+    expected = torch.stack([(v / v.norm(dim=1, keepdim=True)).mean(0) for v in x])
+    expected = (expected / expected.norm(dim=1, keepdim=True)).t()
+    torch.testing.assert_close(ensemble_prompt_embeddings(x), expected)
+    with pytest.raises(ValueError, match="features: expected a non-empty floating-point"):
+        ensemble_prompt_embeddings(x[0])
+
+
+def test_encode_images_normalises_uint8_pixels_batch_by_batch(tiny):
+    # uint8 pixels (ShapesWorld.images) give exactly the embeddings of the normalised float images.
+    from clip_tutorial import ShapesWorld
+
+    world = ShapesWorld(20, seed=4)
+    model = tiny[0]
+    from_floats = encode_images(model, world.tensors(), batch_size=7)
+    from_pixels = encode_images(model, world.images, batch_size=7)
+    assert torch.equal(from_pixels, from_floats)
+    with pytest.raises(ValueError, match="pixels"):
+        encode_images(model, world.images[:, :2])

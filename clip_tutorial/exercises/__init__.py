@@ -15,12 +15,14 @@ function passed. The checks of Chapter 1 live in ``clip_tutorial.exercises.ch1``
 ``check_temperature_scaled_logits``; those of Chapter 2 in ``clip_tutorial.exercises.ch2``:
 ``check_patchify``, ``check_causal_mask``, ``check_loss_gradient`` and ``check_eot_pooling``; those
 of Chapter 3 in ``clip_tutorial.exercises.ch3``: ``check_lr_schedule``, ``check_recall_at_k``,
-``check_local_clip_loss`` and ``check_loss_floor``.
+``check_local_clip_loss`` and ``check_loss_floor``; those of Chapter 5 in
+``clip_tutorial.exercises.ch5``: ``check_zero_shot_weights``, ``check_recall_with_relevance``,
+``check_threshold_for_precision`` and ``check_compose_query``.
 :func:`check_function` is the general machinery they share.
 
 Explained in Chapter 1 (section "Summary and exercises").
 """
-from . import ch1, ch2, ch3
+from . import ch1, ch2, ch3, ch5
 from .core import CheckResult, Hint, check_function
 
-__all__ = ["CheckResult", "Hint", "check_function", "ch1", "ch2", "ch3"]
+__all__ = ["CheckResult", "Hint", "check_function", "ch1", "ch2", "ch3", "ch5"]

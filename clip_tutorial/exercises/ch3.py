@@ -11,8 +11,6 @@ Explained in Chapter 3 (section "Summary and exercises").
 from __future__ import annotations
 
 import math
-import numbers
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -22,40 +20,10 @@ import torch.nn.functional as F
 from ..loss import clip_loss
 from ..retrieval import recall_at_k
 from ..train import TrainConfig, lr_at
-from .core import CheckResult, Hint, ensure_callable, run_check
+from .core import CheckResult, Hint, as_number, ensure_callable, finish_check, run_check
 
 __all__ = ["check_lr_schedule", "check_recall_at_k", "check_local_clip_loss", "check_loss_floor",
            "reference_lr_schedule", "reference_recall_curve", "reference_local_clip_loss", "reference_loss_floor"]
-
-
-class _NotANumber(TypeError):
-    """Raised when the reader's function returns something other than one number."""
-
-
-def _number(value: Any, call: str) -> float:
-    """``value`` as a float when it is one number (a Python number or a one-element tensor)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value.detach())
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
-    if value is None:
-        raise _NotANumber(f"{call} returned None; expected a number. Did you forget the `return` statement?")
-    got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else f"a {type(value).__name__}"
-    raise _NotANumber(f"{call} returned {got}; expected a single number (a float, or a one-element tensor).")
-
-
-def _finish(result: CheckResult, verbose: bool, passed: str, where: tuple[str, Any] = ("$^", "")) -> CheckResult:
-    """Word the feedback in the exercise's terms (``where`` renames the position of a difference), then print.
-
-    A result that is not a number is reported by the check itself, so the line of the check that
-    noticed it is left out of the feedback.
-    """
-    message = re.sub(r"\nIt happened at line \d+: raise _NotANumber.*", "", re.sub(*where, result.message))
-    message = f"✅ {result.name}: passed! {passed}" if result.passed else message
-    result = CheckResult(result.passed, message.replace("Your function raised _NotANumber: ", ""), result.name)
-    if verbose:
-        print(result.message)
-    return result
 
 
 # -- Exercise 1: warm-up and cosine ---------------------------------------------------------------
@@ -73,7 +41,7 @@ def reference_lr_schedule(total_steps: int, warmup_steps: int, peak_lr: float) -
 
 def _curve(lr: Callable[[int, int, int, float], Any]) -> Callable[[int, int, float], torch.Tensor]:
     def schedule(total_steps: int, warmup_steps: int, peak_lr: float) -> torch.Tensor:
-        values = [_number(lr(step, total_steps, warmup_steps, peak_lr),
+        values = [as_number(lr(step, total_steps, warmup_steps, peak_lr),
                           f"lr_schedule(step={step}, total_steps={total_steps}, warmup_steps={warmup_steps}, ...)")
                   for step in range(total_steps)]
         return torch.tensor(values, dtype=torch.float64) / peak_lr
@@ -122,7 +90,7 @@ def check_lr_schedule(fn: Callable[[int, int, int, float], float], *, trials: in
                        atol=1e-6, rtol=1e-5)
     result = CheckResult(result.passed, result.message.replace(" (tolerance", " (as fractions of peak_lr; tolerance"),
                          result.name)
-    return _finish(result, verbose, f"Your schedule matches clip_tutorial.train.lr_at at every step of {trials} "
+    return finish_check(result, verbose, f"Your schedule matches clip_tutorial.train.lr_at at every step of {trials} "
                    "schedules, warm-ups of 0 and 1 step and all steps included.",
                    (r" at index \((\d+),\)", lambda m: f" at step {m.group(1)}"))
 
@@ -141,7 +109,7 @@ def reference_recall_curve(similarity: torch.Tensor) -> torch.Tensor:
 def _recall_curve(recall: Callable[[torch.Tensor, int], Any]) -> Callable[[torch.Tensor], torch.Tensor]:
     def curve(similarity: torch.Tensor) -> torch.Tensor:
         ks = range(1, similarity.shape[1] + 2)
-        return torch.tensor([_number(recall(similarity, k), f"recall_at_k(similarity, k={k})") for k in ks],
+        return torch.tensor([as_number(recall(similarity, k), f"recall_at_k(similarity, k={k})") for k in ks],
                             dtype=torch.float64)
     return curve
 
@@ -184,7 +152,7 @@ def check_recall_at_k(fn: Callable[[torch.Tensor, int], float], *, trials: int =
 
     result = run_check(_recall_curve(fn), reference_recall_curve, make, _RECALL_HINTS, "recall_at_k", trials, seed,
                        False, arg_names=["similarity"])
-    return _finish(result, verbose, f"Your recall matches clip_tutorial.retrieval.recall_at_k on {trials} similarity "
+    return finish_check(result, verbose, f"Your recall matches clip_tutorial.retrieval.recall_at_k on {trials} similarity "
                    "matrices (N from 1 to 16), for every k from 1 to N + 1.",
                    (r" at index \((\d+),\)", lambda m: f" at k = {int(m.group(1)) + 1}"))
 
@@ -313,7 +281,7 @@ def check_local_clip_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor
         if not math.isclose(mean, whole, rel_tol=1e-5, abs_tol=1e-6):
             result = CheckResult(False, f"❌ local_clip_loss: not yet. The mean of your {world} local losses, {mean:.6f}, "
                                  f"differs from clip_loss of the whole batch, {whole:.6f}.", result.name)
-    return _finish(CheckResult(result.passed, result.message, "local_clip_loss"), verbose,
+    return finish_check(CheckResult(result.passed, result.message, "local_clip_loss"), verbose,
                    f"Your local loss and its gradients match the reference on {trials} random inputs, and the mean of "
                    f"your local losses is clip_loss of the whole batch ({mean:.6f} = {whole:.6f}).",
                    (r" at index \((\d), (\d+), (\d+)\)", lambda m: " in the gradient of "
@@ -336,7 +304,7 @@ def reference_loss_floor(captions: list[str]) -> float:
 
 
 def _floor(floor: Callable[[list[str]], Any]) -> Callable[[list[str]], torch.Tensor]:
-    return lambda captions: torch.tensor(_number(floor(captions), "loss_floor(captions)"), dtype=torch.float64)
+    return lambda captions: torch.tensor(as_number(floor(captions), "loss_floor(captions)"), dtype=torch.float64)
 
 
 def _near(got: torch.Tensor, values: list[float]) -> bool:
@@ -386,5 +354,5 @@ def check_loss_floor(fn: Callable[[list[str]], float], *, trials: int = 8, seed:
     result = run_check(_floor(fn), lambda captions: torch.tensor(reference_loss_floor(captions), dtype=torch.float64),
                        make, _FLOOR_HINTS, "loss_floor", trials, seed, False, arg_names=["captions"], atol=1e-9,
                        rtol=1e-7)
-    return _finish(result, verbose, f"Your floor matches the reference on {trials} batches of captions (with no "
+    return finish_check(result, verbose, f"Your floor matches the reference on {trials} batches of captions (with no "
                    "repeats, with one caption only, and with many repeats).")

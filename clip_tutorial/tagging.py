@@ -1,0 +1,347 @@
+"""Automatic multi-label tagging: one score per tag, one calibrated threshold per tag.
+
+Explained in Chapter 5.5 (e-commerce). A catalogue item carries several true tags at once (a
+colour, a shape, a size, a style and a position), so tagging is *multi-label*: every tag is a
+yes/no decision of its own. A tag's text embedding averages many prompts that name the tag and
+range over the attributes it does not mention ("a red circle", "a red square", ...), the way
+prompt ensembling averages templates. An image's score for a tag is its cosine similarity with
+that embedding, or, with ``relative=True``, the softmax of the similarities within the tag's
+attribute (how much more "red" the image looks than any other colour). A per-tag threshold is
+chosen on validation data with :func:`~clip_tutorial.calibration.calibrate_threshold`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .calibration import CalibratedThreshold, calibrate_threshold, precision_recall_at, roc_auc
+from .data.render import COLOURS, POSITIONS, SHAPES, SIZES, STYLES, ShapeSpec, check_choice
+from .data.shapesworld import STYLE_WORDS, WHERE_PHRASES
+from .model import CLIP
+from .zeroshot import build_zero_shot_classifier
+
+__all__ = ["TAG_ATTRIBUTES", "Tag", "catalogue_tags", "tag_templates", "build_tag_embeddings", "tag_labels",
+           "tag_scores", "calibrate_tags", "predict_tags", "TagMetrics", "tag_metrics"]
+
+#: The attributes of a ShapesWorld object that become tags, in table order.
+TAG_ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "style", "position")
+
+_VALUES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES,
+                                       "style": STYLES, "position": POSITIONS}
+
+Tokenizer = Callable[[Sequence[str]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Tag:
+    """One tag: an attribute of an object and the value it must have, e.g. ``Tag("colour", "red")``.
+
+    Attributes:
+        attribute: one of :data:`TAG_ATTRIBUTES`.
+        value: a value of that attribute, e.g. ``"red"``, ``"star"``, ``"small"``, ``"outline"``, ``"top left"``.
+
+    Raises:
+        ValueError: for an unknown attribute or value.
+        TypeError: if either is not a string.
+
+    Explained in Chapter 5.5.
+    """
+
+    attribute: str
+    value: str
+
+    def __post_init__(self) -> None:
+        check_choice("attribute", self.attribute, TAG_ATTRIBUTES)
+        check_choice(f"value of {self.attribute}", self.value, _VALUES[self.attribute])
+
+    @property
+    def word(self) -> str:
+        """How prompts name the value: the style ``"outline"`` is ``"hollow"``, a position is a phrase."""
+        if self.attribute == "style":
+            return STYLE_WORDS[self.value][0]
+        return WHERE_PHRASES[self.value] if self.attribute == "position" else self.value
+
+    def holds_for(self, spec: ShapeSpec) -> bool:
+        """Whether the object ``spec`` has this tag."""
+        return getattr(spec, self.attribute) == self.value
+
+    def __str__(self) -> str:
+        return f"{self.attribute}={self.value}"
+
+
+def catalogue_tags(attributes: Sequence[str] = TAG_ATTRIBUTES,
+                   styles: Sequence[str] = ("filled", "outline")) -> list[Tag]:
+    """Every tag of the given attributes, attribute by attribute in the order of the constants.
+
+    Args:
+        attributes: which of :data:`TAG_ATTRIBUTES` to tag.
+        styles: the style values to include (the shipped models never saw ``"striped"``).
+
+    Returns:
+        The tags, e.g. 8 colours + 8 shapes + 2 sizes + 2 styles + 9 positions = 29 by default.
+
+    Raises:
+        ValueError: for an unknown attribute or style, or an empty selection.
+        TypeError: if ``attributes`` or ``styles`` is a single string.
+
+    Explained in Chapter 5.5.
+    """
+    for name, given in (("attributes", attributes), ("styles", styles)):
+        if isinstance(given, str) or not isinstance(given, Sequence):
+            raise TypeError(f"{name}: expected a list of names, got {type(given).__name__} {given!r}")
+        if len(given) == 0:
+            raise ValueError(f"{name}: expected at least one name, got an empty list")
+    chosen = {check_choice("attributes", a, TAG_ATTRIBUTES) for a in attributes}
+    kept_styles = {check_choice("styles", s, STYLES) for s in styles}
+    return [Tag(a, v) for a in TAG_ATTRIBUTES if a in chosen for v in _VALUES[a]
+            if a != "style" or v in kept_styles]
+
+
+def tag_templates(attribute: str) -> list[str]:
+    """Prompt templates that name one value of ``attribute`` (the ``{}``) and vary the others.
+
+    A colour is prompted with every shape (``"a {} circle"``, ``"a {} square"``, ...), a shape with
+    every colour, and a size, style or position with every colour-shape pair, so that a tag's
+    averaged embedding is about the tag and not about one particular object. Prompts stay within
+    ShapesWorld's vocabulary and within ten words.
+
+    Raises:
+        ValueError: for an unknown attribute.
+
+    Explained in Chapter 5.5.
+    """
+    check_choice("attribute", attribute, TAG_ATTRIBUTES)
+    colours, shapes = tuple(COLOURS), SHAPES
+    if attribute == "colour":
+        return [f"a {{}} {shape}" for shape in shapes]
+    if attribute == "shape":
+        return [f"a {colour} {{}}" for colour in colours]
+    if attribute == "position":
+        return [f"a {colour} {shape} {{}}" for colour in colours for shape in shapes]
+    return [f"a {{}} {colour} {shape}" for colour in colours for shape in shapes]
+
+
+def _check_tags(tags: object) -> list[Tag]:
+    if isinstance(tags, Tag) or not isinstance(tags, Sequence) or len(tags) == 0:
+        raise ValueError(f"tags: expected a non-empty list of Tag, got {tags!r}")
+    wrong = [t for t in tags if not isinstance(t, Tag)]
+    if wrong:
+        raise TypeError(f"tags: expected Tag objects (see catalogue_tags), got {wrong[:3]!r}")
+    if len(set(tags)) != len(tags):
+        raise ValueError(f"tags: expected distinct tags, got repeats in {[str(t) for t in tags]}")
+    return list(tags)
+
+
+def build_tag_embeddings(model: CLIP, tokenizer: Tokenizer, tags: Sequence[Tag]) -> torch.Tensor:
+    """Tag embeddings (embed_dim, num_tags): each tag's prompts from :func:`tag_templates`, ensembled.
+
+    Each column is what :func:`~clip_tutorial.zeroshot.build_zero_shot_classifier` gives for the
+    tag's word with its attribute's templates: the prompts' normalised embeddings, averaged and
+    normalised again.
+
+    Raises:
+        ValueError: if ``tags`` is empty or repeats a tag.
+        TypeError: if an entry is not a :class:`Tag`.
+
+    Explained in Chapter 5.5.
+    """
+    tags = _check_tags(tags)
+    columns: dict[Tag, torch.Tensor] = {}
+    for attribute in TAG_ATTRIBUTES:
+        group = [t for t in tags if t.attribute == attribute]
+        if group:
+            weights = build_zero_shot_classifier(model, tokenizer, [t.word for t in group], tag_templates(attribute))
+            columns.update(zip(group, weights.t()))
+    return torch.stack([columns[t] for t in tags], dim=1)
+
+
+def tag_labels(attributes: Sequence[Sequence[ShapeSpec]], tags: Sequence[Tag]) -> torch.Tensor:
+    """Ground truth (N, num_tags) bool: whether some object of item ``i`` has tag ``j``.
+
+    Args:
+        attributes: per item, its objects, e.g. ``ShapesWorld(...).attributes``.
+        tags: the tags, e.g. from :func:`catalogue_tags`.
+
+    Raises:
+        ValueError: if ``attributes`` is empty or an item has no object.
+        TypeError: if an object is not a :class:`~clip_tutorial.data.render.ShapeSpec`.
+
+    Explained in Chapter 5.5.
+    """
+    tags = _check_tags(tags)
+    if isinstance(attributes, str) or not isinstance(attributes, Sequence) or len(attributes) == 0:
+        raise ValueError(f"attributes: expected a non-empty list of per-item ShapeSpec lists, got {attributes!r}")
+    rows = []
+    for i, objects in enumerate(attributes):
+        if isinstance(objects, ShapeSpec) or not isinstance(objects, Sequence) or len(objects) == 0:
+            raise ValueError(f"attributes: expected item {i} to be a non-empty list of ShapeSpec, got {objects!r}")
+        if not all(isinstance(o, ShapeSpec) for o in objects):
+            raise TypeError(f"attributes: expected ShapeSpec objects in item {i}, got {objects!r}")
+        rows.append([any(t.holds_for(o) for o in objects) for t in tags])
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def tag_scores(image_features: torch.Tensor, tag_embeddings: torch.Tensor, tags: Sequence[Tag] | None = None,
+               relative: bool = False, logit_scale: float = 100.0) -> torch.Tensor:
+    """Score every image for every tag, (N, num_tags) float32.
+
+    Args:
+        image_features: (N, embed_dim) L2-normalised image embeddings.
+        tag_embeddings: (embed_dim, num_tags) from :func:`build_tag_embeddings`.
+        tags: the tags of the columns; needed only with ``relative``.
+        relative: ``False`` gives the cosine similarities. ``True`` gives, within each attribute,
+            the softmax of ``logit_scale`` times the similarities over that attribute's tags, so a
+            tag scores high only when it beats the other values of its attribute.
+        logit_scale: the softmax temperature's inverse, e.g. ``model.logit_scale.exp().item()``.
+
+    Raises:
+        ValueError: on shape mismatches, a missing ``tags`` with ``relative``, or a
+            ``logit_scale`` that is not positive.
+        TypeError: if the features or embeddings are not float tensors.
+
+    Explained in Chapter 5.5.
+    """
+    for name, value in (("image_features", image_features), ("tag_embeddings", tag_embeddings)):
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise TypeError(f"{name}: expected a float tensor, got {type(value).__name__}")
+        if value.ndim != 2:
+            raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(value.shape)}")
+    if image_features.shape[1] != tag_embeddings.shape[0]:
+        raise ValueError(f"tag_embeddings: expected shape (embed_dim={image_features.shape[1]}, num_tags), "
+                         f"got {tuple(tag_embeddings.shape)}")
+    scores = image_features.float().cpu() @ tag_embeddings.float().cpu()
+    if not relative:
+        return scores
+    if tags is None:
+        raise ValueError("tags: expected the list of tags of the columns when relative=True, got None")
+    tags = _check_tags(tags)
+    if len(tags) != scores.shape[1]:
+        raise ValueError(f"tags: expected one tag per column ({scores.shape[1]}), got {len(tags)}")
+    if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)) or not logit_scale > 0:
+        raise ValueError(f"logit_scale: expected a positive number, got {logit_scale!r}")
+    out = torch.empty_like(scores)
+    for attribute in TAG_ATTRIBUTES:
+        columns = [j for j, t in enumerate(tags) if t.attribute == attribute]
+        if columns:
+            out[:, columns] = (logit_scale * scores[:, columns]).softmax(dim=1)
+    return out
+
+
+def _check_scores(scores: object) -> torch.Tensor:
+    if not isinstance(scores, torch.Tensor) or scores.ndim != 2:
+        got = getattr(scores, "shape", type(scores).__name__)
+        raise ValueError(f"scores: expected a (N, num_tags) tensor, got {got}")
+    return scores
+
+
+def _check_pair(scores: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = _check_scores(scores)
+    if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != tuple(scores.shape):
+        raise ValueError(f"labels: expected a tensor of the scores' shape {tuple(scores.shape)}, "
+                         f"got {getattr(labels, 'shape', type(labels).__name__)}")
+    return scores, labels.bool()
+
+
+def calibrate_tags(val_scores: torch.Tensor, val_labels: torch.Tensor, target: float | None = None,
+                   criterion: str = "f1") -> list[CalibratedThreshold]:
+    """One threshold per tag (column), chosen on validation data by ``calibrate_threshold``.
+
+    Args:
+        val_scores: (N, num_tags) scores from :func:`tag_scores`.
+        val_labels: (N, num_tags) ground truth from :func:`tag_labels`; every tag needs a positive.
+        target: the precision or recall to reach (``None`` with ``"f1"``).
+        criterion: ``"f1"``, ``"precision"`` or ``"recall"``, as in
+            :func:`~clip_tutorial.calibration.calibrate_threshold`.
+
+    Returns:
+        One :class:`~clip_tutorial.calibration.CalibratedThreshold` per column.
+
+    Raises:
+        ValueError: on mismatched shapes, or as ``calibrate_threshold`` (e.g. a tag with no positive).
+
+    Explained in Chapter 5.5.
+    """
+    scores, labels = _check_pair(val_scores, val_labels)
+    return [calibrate_threshold(scores[:, j], labels[:, j], target=target, criterion=criterion)
+            for j in range(scores.shape[1])]
+
+
+def _thresholds(thresholds: Sequence[CalibratedThreshold | float], count: int) -> torch.Tensor:
+    if isinstance(thresholds, torch.Tensor):
+        thresholds = thresholds.tolist()
+    if not isinstance(thresholds, Sequence) or len(thresholds) != count:
+        raise ValueError(f"thresholds: expected one threshold per tag ({count}), got {thresholds!r}")
+    values = [t.threshold if isinstance(t, CalibratedThreshold) else t for t in thresholds]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise TypeError(f"thresholds: expected numbers or CalibratedThreshold objects, got {values[:3]!r}")
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def predict_tags(scores: torch.Tensor, thresholds: Sequence[CalibratedThreshold | float]) -> torch.Tensor:
+    """The tags given to each item, (N, num_tags) bool: ``scores[:, j] >= thresholds[j]``.
+
+    Raises:
+        ValueError: if ``scores`` is not 2-D or the number of thresholds differs from its columns.
+        TypeError: if a threshold is neither a number nor a ``CalibratedThreshold``.
+
+    Explained in Chapter 5.5.
+    """
+    scores = _check_scores(scores)
+    return scores.double() >= _thresholds(thresholds, scores.shape[1])
+
+
+@dataclass(frozen=True)
+class TagMetrics:
+    """How well one tag is assigned on a split.
+
+    Attributes:
+        tag: the tag.
+        precision: of the items given the tag, the fraction that have it (``1.0`` if none is given).
+        recall: of the items that have the tag, the fraction given it.
+        auc: ROC AUC of the tag's scores (threshold-free; ``nan`` without both classes).
+        support: how many items have the tag.
+    """
+
+    tag: Tag
+    precision: float
+    recall: float
+    auc: float
+    support: int
+
+    @property
+    def f1(self) -> float:
+        """Harmonic mean of precision and recall."""
+        total = self.precision + self.recall
+        return 2 * self.precision * self.recall / total if total > 0 else 0.0
+
+
+def tag_metrics(scores: torch.Tensor, labels: torch.Tensor, tags: Sequence[Tag],
+                thresholds: Sequence[CalibratedThreshold | float]) -> list[TagMetrics]:
+    """Per-tag precision, recall, AUC and support of ``scores >= thresholds`` against ``labels``.
+
+    Args:
+        scores: (N, num_tags) scores on the evaluation split.
+        labels: (N, num_tags) ground truth; every tag needs at least one positive.
+        tags: the tags of the columns.
+        thresholds: one threshold (or ``CalibratedThreshold``) per tag, usually from validation.
+
+    Raises:
+        ValueError: on mismatched shapes or counts, or a tag without a positive.
+
+    Explained in Chapter 5.5.
+    """
+    scores, labels = _check_pair(scores, labels)
+    tags = _check_tags(tags)
+    if len(tags) != scores.shape[1]:
+        raise ValueError(f"tags: expected one tag per column ({scores.shape[1]}), got {len(tags)}")
+    cut = _thresholds(thresholds, scores.shape[1]).tolist()
+    rows = []
+    for j, tag in enumerate(tags):
+        column, truth = scores[:, j].double(), labels[:, j]
+        precision, recall = precision_recall_at(column, truth, float(cut[j]))
+        auc = roc_auc(column, truth) if not bool(truth.all()) else float(np.nan)
+        rows.append(TagMetrics(tag, precision, recall, auc, int(truth.sum())))
+    return rows
