@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from clip_tutorial.composition import compose_query, interpolate, slerp
@@ -28,6 +28,9 @@ def _slerp_by_rotation(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tens
 @given(seed=st.integers(0, 10_000), dim=st.integers(2, 64), t=st.floats(-0.5, 1.5))
 def test_slerp_equals_a_rotation_in_the_plane_of_a_and_b(seed, dim, t):
     a, b = 3.0 * _unit(seed, dim), 0.5 * _unit(seed + 1, dim)  # lengths must not matter
+    # Nearly equal or nearly opposite directions have no well-defined plane (slerp refuses antipodes);
+    # in two dimensions random pairs come close to that often. Those cases have their own tests.
+    assume(abs(float(F.normalize(a, dim=0) @ F.normalize(b, dim=0))) < 0.999)
     torch.testing.assert_close(slerp(a.float(), b.float(), t).double(), _slerp_by_rotation(a, b, t), atol=1e-5, rtol=0)
 
 
