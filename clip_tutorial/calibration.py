@@ -17,7 +17,7 @@ import torch
 __all__ = [
     "precision_recall_curve", "roc_curve", "roc_auc", "precision_recall_at", "threshold_for_precision",
     "threshold_for_recall", "CalibratedThreshold", "calibrate_threshold", "false_positive_rate_at",
-    "precision_at_prevalence",
+    "precision_at_prevalence", "f1_score",
 ]
 
 CRITERIA = ("precision", "recall", "f1")
@@ -127,6 +127,42 @@ def roc_auc(scores: Any, labels: Any) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
+def _check_threshold(threshold: Any) -> None:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
+        raise TypeError(f"threshold: expected a real number, got {type(threshold).__name__}")
+    if np.isnan(threshold):
+        raise ValueError("threshold: expected a number, got NaN")
+
+
+def f1_score(precision: Any, recall: Any) -> Any:
+    """The harmonic mean ``2 p r / (p + r)`` of precision and recall, ``0`` where both are ``0``.
+
+    Works on numbers (returns a float) and elementwise on arrays (returns an array), e.g. along a
+    precision-recall curve. Explained in Chapter 5.4.
+
+    Raises:
+        TypeError: if an argument is not a number or an array of numbers.
+        ValueError: if a value lies outside [0, 1] (NaN included) or the shapes do not broadcast.
+    """
+    values = []
+    for name, value in (("precision", precision), ("recall", recall)):
+        array = np.asarray(value)
+        if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+            raise TypeError(f"{name}: expected a real number or an array of them in [0, 1], got {array.dtype}")
+        array = array.astype(np.float64)
+        outside = array[~((array >= 0) & (array <= 1))]
+        if outside.size:
+            raise ValueError(f"{name}: expected values in [0, 1], got {outside[:3].tolist()}")
+        values.append(array)
+    p, r = values
+    try:
+        np.broadcast_shapes(p.shape, r.shape)
+    except ValueError:
+        raise ValueError(f"recall: expected a shape that broadcasts with precision's {p.shape}, got {r.shape}") from None
+    f1 = 2 * p * r / np.maximum(p + r, np.finfo(np.float64).tiny)
+    return float(f1) if f1.ndim == 0 else f1
+
+
 def precision_recall_at(scores: Any, labels: Any, threshold: float) -> tuple[float, float]:
     """Precision and recall of the detector ``scores >= threshold``.
 
@@ -143,10 +179,7 @@ def precision_recall_at(scores: Any, labels: Any, threshold: float) -> tuple[flo
         ValueError: as :func:`precision_recall_curve`, or if ``threshold`` is NaN.
         TypeError: if ``threshold`` is not a real number.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
-        raise TypeError(f"threshold: expected a real number, got {type(threshold).__name__}")
-    if np.isnan(threshold):
-        raise ValueError("threshold: expected a number, got NaN")
+    _check_threshold(threshold)
     score_array, label_array = _check(scores, labels)
     flagged = score_array >= threshold
     tp = int((flagged & label_array).sum())
@@ -172,10 +205,7 @@ def false_positive_rate_at(scores: Any, labels: Any, threshold: float) -> float:
         ValueError: as :func:`roc_curve`, or if ``threshold`` is NaN.
         TypeError: if ``threshold`` or the scores are not real numbers.
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
-        raise TypeError(f"threshold: expected a real number, got {type(threshold).__name__}")
-    if np.isnan(threshold):
-        raise ValueError("threshold: expected a number, got NaN")
+    _check_threshold(threshold)
     score_array, label_array = _check(scores, labels, need_negatives=True)
     return float((score_array[~label_array] >= threshold).mean())
 
@@ -293,9 +323,8 @@ class CalibratedThreshold:
 
     @property
     def f1(self) -> float:
-        """The harmonic mean of precision and recall on the validation data."""
-        total = self.precision + self.recall
-        return 2 * self.precision * self.recall / total if total > 0 else 0.0
+        """The harmonic mean of precision and recall on the validation data (:func:`f1_score`)."""
+        return f1_score(self.precision, self.recall)
 
 
 def calibrate_threshold(val_scores: Any, val_labels: Any, target: float | None = None,
@@ -325,8 +354,7 @@ def calibrate_threshold(val_scores: Any, val_labels: Any, target: float | None =
         if target is not None:
             raise ValueError(f"target: expected None with criterion='f1' (F1 is maximised), got {target!r}")
         precision, recall, thresholds = precision_recall_curve(val_scores, val_labels)
-        f1 = 2 * precision * recall / np.maximum(precision + recall, np.finfo(np.float64).tiny)
-        threshold = float(thresholds[int(np.argmax(f1))])
+        threshold = float(thresholds[int(np.argmax(f1_score(precision, recall)))])
     elif target is None:
         raise ValueError(f"target: expected a {criterion} in (0, 1] with criterion={criterion!r}, got None")
     elif criterion == "precision":

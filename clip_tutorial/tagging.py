@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .calibration import CalibratedThreshold, calibrate_threshold, precision_recall_at, roc_auc
-from .data.render import COLOURS, POSITIONS, SHAPES, SIZES, STYLES, ShapeSpec, check_choice
+from .calibration import CalibratedThreshold, calibrate_threshold, f1_score, precision_recall_at, roc_auc
+from .data.matching import ATTRIBUTE_VALUES, QueryAttributes, relevance
+from .data.render import COLOURS, SHAPES, STYLES, ShapeSpec, check_choice
 from .data.shapesworld import STYLE_WORDS, WHERE_PHRASES
 from .model import CLIP
 from .zeroshot import build_zero_shot_classifier
@@ -29,8 +30,6 @@ __all__ = ["TAG_ATTRIBUTES", "Tag", "catalogue_tags", "tag_templates", "build_ta
 #: The attributes of a ShapesWorld object that become tags, in table order.
 TAG_ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "size", "style", "position")
 
-_VALUES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES,
-                                       "style": STYLES, "position": POSITIONS}
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
@@ -55,7 +54,7 @@ class Tag:
 
     def __post_init__(self) -> None:
         check_choice("attribute", self.attribute, TAG_ATTRIBUTES)
-        check_choice(f"value of {self.attribute}", self.value, _VALUES[self.attribute])
+        check_choice(f"value of {self.attribute}", self.value, ATTRIBUTE_VALUES[self.attribute])
 
     @property
     def word(self) -> str:
@@ -63,10 +62,6 @@ class Tag:
         if self.attribute == "style":
             return STYLE_WORDS[self.value][0]
         return WHERE_PHRASES[self.value] if self.attribute == "position" else self.value
-
-    def holds_for(self, spec: ShapeSpec) -> bool:
-        """Whether the object ``spec`` has this tag."""
-        return getattr(spec, self.attribute) == self.value
 
     def __str__(self) -> str:
         return f"{self.attribute}={self.value}"
@@ -96,7 +91,7 @@ def catalogue_tags(attributes: Sequence[str] = TAG_ATTRIBUTES,
             raise ValueError(f"{name}: expected at least one name, got an empty list")
     chosen = {check_choice("attributes", a, TAG_ATTRIBUTES) for a in attributes}
     kept_styles = {check_choice("styles", s, STYLES) for s in styles}
-    return [Tag(a, v) for a in TAG_ATTRIBUTES if a in chosen for v in _VALUES[a]
+    return [Tag(a, v) for a in TAG_ATTRIBUTES if a in chosen for v in ATTRIBUTE_VALUES[a]
             if a != "style" or v in kept_styles]
 
 
@@ -161,6 +156,9 @@ def build_tag_embeddings(model: CLIP, tokenizer: Tokenizer, tags: Sequence[Tag])
 def tag_labels(attributes: Sequence[Sequence[ShapeSpec]], tags: Sequence[Tag]) -> torch.Tensor:
     """Ground truth (N, num_tags) bool: whether some object of item ``i`` has tag ``j``.
 
+    Computed by :func:`~clip_tutorial.data.matching.relevance`, with each tag as a query that
+    names one attribute.
+
     Args:
         attributes: per item, its objects, e.g. ``ShapesWorld(...).attributes``.
         tags: the tags, e.g. from :func:`catalogue_tags`.
@@ -172,16 +170,8 @@ def tag_labels(attributes: Sequence[Sequence[ShapeSpec]], tags: Sequence[Tag]) -
     Explained in Chapter 5.5.
     """
     tags = _check_tags(tags)
-    if isinstance(attributes, str) or not isinstance(attributes, Sequence) or len(attributes) == 0:
-        raise ValueError(f"attributes: expected a non-empty list of per-item ShapeSpec lists, got {attributes!r}")
-    rows = []
-    for i, objects in enumerate(attributes):
-        if isinstance(objects, ShapeSpec) or not isinstance(objects, Sequence) or len(objects) == 0:
-            raise ValueError(f"attributes: expected item {i} to be a non-empty list of ShapeSpec, got {objects!r}")
-        if not all(isinstance(o, ShapeSpec) for o in objects):
-            raise TypeError(f"attributes: expected ShapeSpec objects in item {i}, got {objects!r}")
-        rows.append([any(t.holds_for(o) for o in objects) for t in tags])
-    return torch.tensor(rows, dtype=torch.bool)
+    # a tag is a query that names one attribute: the item has it when one of its objects matches
+    return relevance([QueryAttributes(**{t.attribute: t.value}) for t in tags], attributes).T.contiguous()
 
 
 def tag_scores(image_features: torch.Tensor, tag_embeddings: torch.Tensor, tags: Sequence[Tag] | None = None,
@@ -313,9 +303,8 @@ class TagMetrics:
 
     @property
     def f1(self) -> float:
-        """Harmonic mean of precision and recall."""
-        total = self.precision + self.recall
-        return 2 * self.precision * self.recall / total if total > 0 else 0.0
+        """Harmonic mean of precision and recall (:func:`~clip_tutorial.calibration.f1_score`)."""
+        return f1_score(self.precision, self.recall)
 
 
 def tag_metrics(scores: torch.Tensor, labels: torch.Tensor, tags: Sequence[Tag],

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clip_tutorial.calibration import (CalibratedThreshold, calibrate_threshold, precision_recall_at,
+from clip_tutorial.calibration import (CalibratedThreshold, calibrate_threshold, f1_score, precision_recall_at,
                                        precision_recall_curve, roc_auc, roc_curve, threshold_for_precision,
                                        threshold_for_recall)
 
@@ -239,3 +239,28 @@ def test_precision_at_prevalence_edges_and_errors():
         false_positive_rate_at([0.1, 0.2], [1, 1], 0.1)
     with pytest.raises(TypeError, match="threshold"):
         false_positive_rate_at([0.1, 0.2], [1, 0], None)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_f1_score_matches_scikit_learn_on_numbers_and_curves(seed):
+    metrics = pytest.importorskip("sklearn.metrics")
+    scores, labels = make_data(seed)
+    for threshold in np.unique(scores)[::7]:
+        precision, recall = precision_recall_at(scores, labels, float(threshold))
+        expected = metrics.f1_score(labels, scores >= threshold, zero_division=0.0)
+        assert f1_score(precision, recall) == pytest.approx(expected, abs=1e-12)
+    precision, recall, _ = precision_recall_curve(scores, labels)
+    curve = f1_score(precision, recall)
+    assert isinstance(curve, np.ndarray) and curve.shape == precision.shape
+    np.testing.assert_allclose(curve, [f1_score(p, r) for p, r in zip(precision, recall)], rtol=0, atol=0)
+    assert f1_score(0.0, 0) == 0.0 and f1_score(1, 1) == 1.0
+
+
+@pytest.mark.parametrize("args, error, match", [
+    (("0.5", 0.5), TypeError, "precision"), ((0.5, True), TypeError, "recall"),
+    ((1.5, 0.5), ValueError, "precision"), ((0.5, float("nan")), ValueError, "recall"),
+    ((np.ones(3), np.ones(2)), ValueError, "recall"),
+])
+def test_f1_score_rejects_bad_input(args, error, match):
+    with pytest.raises(error, match=match):
+        f1_score(*args)

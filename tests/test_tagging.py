@@ -112,7 +112,7 @@ def test_tags_without_negatives_get_nan_auc():
     (lambda: catalogue_tags(styles=["wavy"]), ValueError, "styles"),
     (lambda: tag_templates("texture"), ValueError, "attribute"),
     (lambda: tag_labels([], catalogue_tags()), ValueError, "attributes"),
-    (lambda: tag_labels([[]], catalogue_tags()), ValueError, "item 0"),
+    (lambda: tag_labels([[]], catalogue_tags()), ValueError, r"attributes\[0\]"),
     (lambda: tag_labels([["red"]], catalogue_tags()), TypeError, "ShapeSpec"),
     (lambda: tag_labels([[]], ["red"]), TypeError, "Tag"),
     (lambda: tag_labels([[]], [Tag("colour", "red")] * 2), ValueError, "distinct"),

@@ -21,13 +21,16 @@ import torch
 from .render import COLOURS, POSITIONS, SHAPES, SIZES, STYLES, ShapeSpec
 from .shapesworld import SHAPE_SYNONYMS, SIZE_WORDS, STYLE_WORDS, WHERE_PHRASES
 
-__all__ = ["QueryAttributes", "parse_query", "matches", "relevance"]
+__all__ = ["ATTRIBUTE_VALUES", "QueryAttributes", "parse_query", "matches", "relevance"]
 
 _SHAPE_OF = {word: shape for shape, words in SHAPE_SYNONYMS.items() for word in words}
 _SIZE_OF = {word: size for size, words in SIZE_WORDS.items() for word in words}
 _STYLE_OF = {**{word: style for style, words in STYLE_WORDS.items() for word in words}, **{s: s for s in STYLES}}
 _FIELDS = ("colour", "shape", "size", "position", "style")
-_OPTIONS = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES, "position": POSITIONS, "style": STYLES}
+
+#: The values each attribute of a :class:`~clip_tutorial.data.ShapeSpec` can take.
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {"colour": tuple(COLOURS), "shape": SHAPES, "size": SIZES,
+                                                "position": POSITIONS, "style": STYLES}
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,8 @@ class QueryAttributes:
     def __post_init__(self) -> None:
         for name in _FIELDS:
             value = getattr(self, name)
-            if value is not None and value not in _OPTIONS[name]:
-                raise ValueError(f"{name}: expected None or one of {list(_OPTIONS[name])}, got {value!r}")
+            if value is not None and value not in ATTRIBUTE_VALUES[name]:
+                raise ValueError(f"{name}: expected None or one of {list(ATTRIBUTE_VALUES[name])}, got {value!r}")
 
     def mentioned(self) -> dict[str, str]:
         """The attributes the query mentions, as ``{name: value}`` (empty for a query that names nothing)."""
@@ -168,7 +171,7 @@ def relevance(queries: Sequence[str | QueryAttributes], attributes: Sequence[Seq
                 raise TypeError(f"attributes[{i}]: expected ShapeSpec objects, got {type(spec).__name__}")
             owner.append(i)
             for name in _FIELDS:
-                codes[name].append(_OPTIONS[name].index(getattr(spec, name)))
+                codes[name].append(ATTRIBUTE_VALUES[name].index(getattr(spec, name)))
     owner_array = np.asarray(owner)
     columns = {name: np.asarray(values, dtype=np.int8) for name, values in codes.items()}
     single = len(owner) == len(attributes)  # one object per image: objects are the images
@@ -176,7 +179,7 @@ def relevance(queries: Sequence[str | QueryAttributes], attributes: Sequence[Seq
     for q, query in enumerate(wanted):
         keep = np.ones(len(owner), dtype=bool)
         for name, value in query.mentioned().items():
-            keep &= columns[name] == _OPTIONS[name].index(value)
+            keep &= columns[name] == ATTRIBUTE_VALUES[name].index(value)
         if single:
             result[q] = keep
         else:
