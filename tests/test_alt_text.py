@@ -150,3 +150,13 @@ def test_bad_describe_arguments_are_named(untrained):
         describe_features("model", tokenizer, features)
     with pytest.raises(ValueError, match="pairs colour"):
         describe_features(model, tokenizer, features, pairs=[("mauve", "circle")])
+
+
+def test_bad_images_for_describe_images_are_named(untrained):
+    model, tokenizer, images = untrained
+    with pytest.raises(TypeError, match="images: expected a tensor"):
+        describe_images(model, tokenizer, images.tolist())
+    with pytest.raises(ValueError, match="images: expected a non-empty"):
+        describe_images(model, tokenizer, images[:0])
+    with pytest.raises(ValueError, match="batch_size"):
+        describe_images(model, tokenizer, images[:2], batch_size=0)

@@ -129,3 +129,13 @@ def test_tags_without_negatives_get_nan_auc():
 def test_bad_input_is_named(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+def test_bad_tags_for_build_tag_embeddings_are_named(tiny):
+    model, tokenizer = tiny
+    with pytest.raises(ValueError, match="tags: expected a non-empty list"):
+        build_tag_embeddings(model, tokenizer, [])
+    with pytest.raises(TypeError, match="tags: expected Tag objects"):
+        build_tag_embeddings(model, tokenizer, ["red"])
+    with pytest.raises(ValueError, match="distinct"):
+        build_tag_embeddings(model, tokenizer, [Tag("shape", "star")] * 2)
