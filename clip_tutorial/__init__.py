@@ -12,6 +12,7 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", message=r"'clip_tutorial\.train' found in sys\.modules", category=RuntimeWarning)
 
 from .device import get_device, seed_everything, setup_notebook  # noqa: E402
+from .book import glue  # noqa: E402
 from .data import ShapesWorld, class_names, heldout_combinations, vocabulary  # noqa: E402
 from .tokenizer import WordTokenizer  # noqa: E402
 from .bpe import BPETokenizer  # noqa: E402
@@ -36,7 +37,7 @@ from . import (alt_text, calibration, composition, convert, embedding_map, exerc
                probes, shipped, tagging, temperature, viz, viz_encoders, widgets)
 
 __all__ = [
-    "__version__", "get_device", "seed_everything", "setup_notebook", "ShapesWorld", "class_names",
+    "__version__", "get_device", "seed_everything", "setup_notebook", "glue", "ShapesWorld", "class_names",
     "heldout_combinations", "vocabulary", "WordTokenizer", "BPETokenizer", "learn_bpe", "CLIP", "CLIPConfig",
     "ModifiedResNet", "VisionTransformer", "get_config", "list_configs", "count_flops", "count_parameters",
     "model_table", "clip_loss", "clip_loss_gradient", "History", "TrainConfig", "train_clip", "build_zero_shot_classifier", "encode_images",

@@ -1,94 +1,120 @@
-"""Every exercise solution in the book passes its own check.
+"""Every exercise of the book: enough of them, of the right kinds, each solved, none solved in sight.
 
-A solution is a code cell tagged ``solution`` (and ``hide-input``, so that the book shows it
-collapsed). It defines the solution function and ends by asserting the result of a
-``clip_tutorial.exercises`` check on it. This test executes each such cell on its own, never a
-whole notebook, in a fresh namespace that holds what a solution may assume the notebook has
-imported: ``torch``, ``F`` (``torch.nn.functional``) and ``clip_tutorial``.
+Each chapter's ``clip_tutorial.exercises.<chapter>.EXERCISES`` lists its exercises. A solution
+lives in ``clip_tutorial.exercises.solutions.<chapter>``, never in a notebook under the stub the
+reader is working on; the notebooks call the checks, and ``show_solution`` prints a solution on
+request. These tests run every solution through its own check.
 """
 from __future__ import annotations
 
 import ast
-import importlib
+import re
 from pathlib import Path
 
 import nbformat
 import pytest
-import torch
-import torch.nn.functional as F
 
-import clip_tutorial
+from clip_tutorial import exercises
+from clip_tutorial.exercises import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
-MIN_SOLUTIONS = 3
-#: The chapters whose every check (``clip_tutorial.exercises.<chapter>.check_*``) has a solution cell.
-CHAPTERS_WITH_EXERCISES = ("ch1", "ch2", "ch3", "ch5")
+#: At least this many exercises a chapter, of which at least PREDICT_OR_DIAGNOSE check the reader's reasoning.
+MIN_EXERCISES = 5
+PREDICT_OR_DIAGNOSE = 2
+ALL = [exercise for chapter in registry.CHAPTERS for exercise in registry.exercises(chapter)]
+NOTEBOOKS = sorted(p for p in CHAPTERS.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
 
-def _solution_cells() -> list[tuple[str, int, str]]:
-    """``(notebook path relative to the repository, cell index, source)`` of every solution cell."""
-    found = []
-    notebooks = sorted(p for p in CHAPTERS.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
-    for path in notebooks:
-        nb = nbformat.read(path, as_version=4)
-        for index, cell in enumerate(nb.cells):
-            if cell.cell_type == "code" and "solution" in cell.get("metadata", {}).get("tags", []):
-                found.append((str(path.relative_to(ROOT)), index, cell.source))
-    return found
+def _code_cells(chapter: str) -> list[str]:
+    return [cell.source for path in sorted((CHAPTERS / chapter).glob("*.ipynb"))
+            for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code"]
 
 
-SOLUTIONS = _solution_cells()
-IDS = [f"{notebook}::cell{index}" for notebook, index, _ in SOLUTIONS]
+@pytest.mark.parametrize("chapter", registry.CHAPTERS)
+def test_every_chapter_has_enough_exercises_of_both_sorts(chapter):
+    listed = registry.exercises(chapter)
+    kinds = [exercise.kind for exercise in listed]
+    assert len(listed) >= MIN_EXERCISES, f"{chapter} has {len(listed)} exercises; at least {MIN_EXERCISES} are needed"
+    reasoning = sum(kind in ("predict", "diagnose") for kind in kinds)
+    assert reasoning >= PREDICT_OR_DIAGNOSE, (
+        f"{chapter} has {reasoning} 'predict, then run' or 'break it and explain' exercises; "
+        f"at least {PREDICT_OR_DIAGNOSE} are needed")
+    assert len({exercise.key for exercise in listed}) == len(listed), "two exercises share a key"
+    assert all(exercise.chapter == chapter for exercise in listed)
 
 
-def _calls(tree: ast.AST) -> list[str]:
-    """Names of the functions called anywhere in ``tree`` (the last part of dotted names)."""
-    names = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = node.func
-            if isinstance(func, ast.Attribute):
-                names.append(func.attr)
-            elif isinstance(func, ast.Name):
-                names.append(func.id)
-    return names
+@pytest.mark.parametrize("exercise", ALL, ids=[e.key for e in ALL])
+def test_solution_passes_its_check(exercise, capsys):
+    result = registry.verify_solution(exercise.key)
+    assert result, f"the solution of {exercise.key} fails its own check:\n{result.message}"
+    assert result.message.startswith("✅"), result.message
 
 
-def test_there_are_enough_solutions():
-    assert len(SOLUTIONS) >= MIN_SOLUTIONS, (
-        f"expected at least {MIN_SOLUTIONS} code cells tagged 'solution' under chapters/, found {len(SOLUTIONS)}"
-    )
+@pytest.mark.parametrize("exercise", ALL, ids=[e.key for e in ALL])
+def test_the_check_rejects_a_wrong_answer(exercise):
+    """A check that passes everything checks nothing: each one fails a plainly wrong answer."""
+    if exercise.kind == "implement":
+        def wrong(*args, **kwargs):
+            raise NotImplementedError("your code here")
+        result = exercise.check(wrong, verbose=False)
+    else:
+        right = registry.solution(exercise.key)()
+        wrong = _a_wrong_answer(right)
+        result = exercise.check(wrong, verbose=False)
+    assert not result, f"{exercise.key}'s check passed a wrong answer"
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS_WITH_EXERCISES)
-def test_every_check_of_a_chapter_has_a_solution_in_that_chapter(chapter):
-    module = importlib.import_module(f"clip_tutorial.exercises.{chapter}")
-    checks = {name for name in module.__all__ if name.startswith("check_")}
-    solved = {name for notebook, _, source in SOLUTIONS if Path(notebook).parent.name == chapter
-              for name in _calls(ast.parse(source)) if name.startswith("check_")}
-    assert checks, f"clip_tutorial.exercises.{chapter} defines no check"
-    assert checks <= solved, f"checks without a solution cell under chapters/{chapter}/: {sorted(checks - solved)}"
+def _a_wrong_answer(right):
+    if isinstance(right, str):
+        return "a" if right.strip().lower() != "a" else "b"
+    return float(right) * 10 + 100  # far outside any tolerance
 
 
-@pytest.mark.parametrize(("notebook", "index", "source"), SOLUTIONS, ids=IDS)
-def test_solution_cell_is_well_formed(notebook, index, source):
-    tree = ast.parse(source, filename=f"{notebook}::cell{index}")
-    checks = [name for name in _calls(tree) if name.startswith("check_")]
-    assert checks, "a solution cell must call a check_... function of clip_tutorial.exercises"
-    asserted = [node for node in ast.walk(tree) if isinstance(node, ast.Assert)]
-    assert asserted, "a solution cell must assert the result of its check"
-    assert any(name.startswith("check_") for node in asserted for name in _calls(node)), (
-        "the assert must be on the check's result, e.g. assert ch1.check_contrastive_loss(solution)"
-    )
-    tags = nbformat.read(ROOT / notebook, as_version=4).cells[index].metadata.get("tags", [])
-    assert "hide-input" in tags, "tag the solution cell 'hide-input' too, so that the book shows it collapsed"
+@pytest.mark.parametrize("exercise", ALL, ids=[e.key for e in ALL])
+def test_the_chapter_calls_the_check_and_offers_the_solution(exercise):
+    code = "\n".join(_code_cells(exercise.chapter))
+    check_name = exercise.check.__name__
+    assert re.search(rf"\b{check_name}\(", code), f"no notebook of {exercise.chapter} calls {check_name}"
+    markdown = "\n".join(cell.source for path in sorted((CHAPTERS / exercise.chapter).glob("*.ipynb"))
+                         for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "markdown")
+    assert f'show_solution("{exercise.key}")' in markdown + code, (
+        f'tell the reader how to see the solution: show_solution("{exercise.key}")')
 
 
-@pytest.mark.parametrize(("notebook", "index", "source"), SOLUTIONS, ids=IDS)
-def test_solution_passes_its_check(notebook, index, source, capsys):
-    namespace = {"__name__": "__solution__", "torch": torch, "F": F, "clip_tutorial": clip_tutorial}
-    code = compile(source, f"{notebook}::cell{index}", "exec")
-    exec(code, namespace)  # the cell's own assert on the check's result fails the test
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[str(p.relative_to(ROOT)) for p in NOTEBOOKS])
+def test_no_solution_sits_in_a_notebook(path):
+    """A solution in the notebook sits right under the stub in Colab; it belongs in the package."""
+    for index, cell in enumerate(nbformat.read(path, as_version=4).cells):
+        if cell.cell_type != "code":
+            continue
+        assert "solution" not in cell.metadata.get("tags", []), f"cell {index} is tagged 'solution'"
+        try:
+            tree = ast.parse("\n".join(line for line in cell.source.splitlines() if not line.lstrip().startswith(("%", "!"))))
+        except SyntaxError:
+            continue
+        defined = [node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)]
+        assert not [name for name in defined if name.endswith("_solution")], f"cell {index} defines a solution"
+
+
+def test_show_solution_prints_the_source_and_returns_the_function(capsys):
+    fn = exercises.show_solution(ALL[0].key)
     printed = capsys.readouterr().out
-    assert "✅" in printed, f"the check did not report a pass:\n{printed}"
+    assert fn is registry.solution(ALL[0].key)
+    assert f"def {ALL[0].name}(" in printed
+
+
+@pytest.mark.parametrize("key, error", [("ch9.cosine", ValueError), ("ch1.no_such_exercise", ValueError),
+                                        ("cosine", ValueError), (3, TypeError)])
+def test_show_solution_names_a_bad_key(key, error):
+    with pytest.raises(error, match="key"):
+        exercises.show_solution(key)
+
+
+def test_exercise_rejects_a_bad_kind_or_key():
+    with pytest.raises(ValueError, match="kind"):
+        registry.Exercise("ch1.x", "guess", print, "x")
+    with pytest.raises(ValueError, match="key"):
+        registry.Exercise("chX.x", "predict", print, "x")
+    with pytest.raises(TypeError, match="check"):
+        registry.Exercise("ch1.x", "predict", 3, "x")

@@ -18,11 +18,16 @@ of Chapter 3 in ``clip_tutorial.exercises.ch3``: ``check_lr_schedule``, ``check_
 ``check_local_clip_loss`` and ``check_loss_floor``; those of Chapter 5 in
 ``clip_tutorial.exercises.ch5``: ``check_zero_shot_weights``, ``check_recall_with_relevance``,
 ``check_threshold_for_precision`` and ``check_compose_query``.
-:func:`check_function` is the general machinery they share.
+:func:`check_function` is the general machinery they share; :func:`check_estimate` and
+:func:`check_choice` check a prediction against an experiment they run. Solutions are not in the
+notebooks: :func:`show_solution` prints one on request (see :mod:`clip_tutorial.exercises.registry`).
 
 Explained in Chapter 1 (section "Summary and exercises").
 """
-from . import ch1, ch2, ch3, ch5
+from . import ch1, ch2, ch3, ch4, ch5
 from .core import CheckResult, Hint, check_function
+from .predict import check_choice, check_estimate
+from .registry import Exercise, exercises, show_solution, verify_solution
 
-__all__ = ["CheckResult", "Hint", "check_function", "ch1", "ch2", "ch3", "ch5"]
+__all__ = ["CheckResult", "Hint", "check_function", "check_choice", "check_estimate", "Exercise", "exercises",
+           "show_solution", "verify_solution", "ch1", "ch2", "ch3", "ch4", "ch5"]
