@@ -17,7 +17,8 @@ from .vision import VisionTransformer
 
 __all__ = ["CLIP", "CLIPOutput", "MAX_LOGIT_SCALE"]
 
-#: CLIP clamps the learned logit scale so that it never exceeds 100 (a temperature of 0.01).
+#: CLIP's training clips the learned logit scale so that it never exceeds 100 (a temperature of 0.01);
+#: the forward pass itself applies no clamp, as in OpenAI's released code (see ``train_clip``).
 MAX_LOGIT_SCALE = 100.0
 #: Largest absolute pixel value ``encode_image`` accepts; normalised images stay far below it.
 MAX_PIXEL = 20.0
@@ -51,7 +52,8 @@ class CLIP(nn.Module):
     four stage depths (``config.is_resnet``), as in OpenAI's RN50 family. The text tower is a
     causal transformer over token embeddings plus learned positions; it is read out at the
     end-of-text token, normalised by ``ln_final`` and projected by ``text_projection``. The logit
-    scale is stored as ``log(1 / 0.07)`` and clamped at :data:`MAX_LOGIT_SCALE`.
+    scale is stored as ``log(1 / 0.07)``; the forward pass multiplies by its exponential unclamped,
+    as OpenAI's released code does, and training keeps it at most :data:`MAX_LOGIT_SCALE`.
     """
 
     def __init__(self, config: CLIPConfig) -> None:
@@ -166,8 +168,11 @@ class CLIP(nn.Module):
         return F.normalize(features, dim=-1) if normalize else features
 
     def logit_scale_value(self) -> torch.Tensor:
-        """``exp(logit_scale)`` clamped to at most :data:`MAX_LOGIT_SCALE` (1 / temperature)."""
-        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+        """``exp(logit_scale)``, the multiplier 1 / temperature, unclamped as in OpenAI's forward pass.
+
+        Training clips the stored parameter at ``log(MAX_LOGIT_SCALE)`` after each step instead.
+        """
+        return self.logit_scale.exp()
 
     def forward(self, images: torch.Tensor, text: torch.Tensor) -> CLIPOutput:
         """Return ``(logits_per_image, logits_per_text)``: scaled cosine similarities of every pair."""
