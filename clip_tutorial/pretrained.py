@@ -83,7 +83,35 @@ HF_FILENAME = "open_clip_model.safetensors"
 
 
 class PretrainedUnavailableError(RuntimeError):
-    """The weights could not be downloaded (no internet, or the server could not be reached)."""
+    """The weights could not be downloaded (no internet, or the server could not be reached).
+
+    ``str(error)`` is the full message: the address, the underlying error, and where to place the
+    file by hand. ``error.reason`` is one short line without addresses or paths, fit to show a
+    reader (e.g. ``"the server's name could not be resolved (no internet connection)"``).
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or "the weights could not be downloaded"
+
+
+def _offline_reason(error: BaseException, timeout: float | None = None) -> str:
+    """One short line saying why a download failed, without addresses, paths or error numbers."""
+    import socket
+
+    cause = getattr(error, "reason", error)  # URLError wraps the socket error in .reason
+    if isinstance(error, urllib.error.HTTPError):
+        return f"the server answered with HTTP status {error.code}"
+    if isinstance(cause, socket.gaierror) or "name resolution" in str(cause) or "not known" in str(cause):
+        return "the server's name could not be resolved (no internet connection)"
+    if isinstance(cause, (TimeoutError, socket.timeout)) or "timed out" in str(cause):
+        within = f" within {timeout:g} s" if timeout is not None else ""
+        return f"the server did not answer{within}"
+    if isinstance(cause, ConnectionError):
+        return "the connection to the server failed"
+    if isinstance(cause, FileNotFoundError) or "No such file" in str(cause):
+        return "the file to download does not exist"
+    return f"the download failed ({type(cause).__name__})"
 
 
 class ChecksumError(RuntimeError):
@@ -158,7 +186,9 @@ def download_verified(url: str, dest: str | os.PathLike, sha256: str, timeout: f
         except (urllib.error.URLError, OSError, TimeoutError) as error:
             raise PretrainedUnavailableError(
                 f"could not download the weights from {url} ({error}). This needs an internet connection. "
-                f"Offline, download the file elsewhere and place it at {dest}; it is used when its SHA-256 is {sha256}."
+                f"Offline, download the file elsewhere and place it at {dest}; "
+                f"it is used when its SHA-256 is {sha256}.",
+                reason=_offline_reason(error, timeout),
             ) from error
         if got != sha256:
             raise ChecksumError(f"the file downloaded from {url} has SHA-256 {got}, expected {sha256}; "
@@ -205,7 +235,8 @@ def _hf_download(repo: str, timeout: float, root: Path) -> Path:
     except Exception as error:  # huggingface_hub raises many kinds of connection errors
         raise PretrainedUnavailableError(
             f"could not download {HF_FILENAME} from https://huggingface.co/{repo} ({type(error).__name__}: {error}). "
-            "This needs an internet connection; offline, use source='openai' with the file placed in the cache."
+            "This needs an internet connection; offline, use source='openai' with the file placed in the cache.",
+            reason=f"the Hugging Face hub could not be reached ({type(error).__name__})",
         ) from error
     lfs = next((s.lfs for s in info.siblings or [] if s.rfilename == HF_FILENAME), None)
     expected = getattr(lfs, "sha256", None) or (lfs.get("sha256") if isinstance(lfs, dict) else None)
@@ -256,7 +287,8 @@ def load_pretrained(name: str, source: str = "openai", device: torch.device | st
     Raises:
         ValueError: for an unknown ``name`` or ``source``.
         PretrainedUnavailableError: when the weights cannot be downloaded (offline); the message
-            names the URL and where to place the file by hand.
+            names the URL and where to place the file by hand, and its ``reason`` says why in one
+            short line without paths.
         ChecksumError: when a downloaded file's hash is wrong.
     """
     if not isinstance(name, str) or name not in PRETRAINED:
