@@ -205,3 +205,76 @@ def test_references_reject_bad_inputs():
         ch2.reference_eot_pooling(torch.zeros(2, 5, 4), torch.zeros(2, 6, dtype=torch.long))
     with pytest.raises(ValueError, match="hidden"):
         ch2.reference_eot_pooling(torch.zeros(2, 5), torch.zeros(2, 5, dtype=torch.long))
+
+
+# -- the "predict" and "diagnose" exercises ------------------------------------------------------
+
+def test_the_exercise_list_is_in_book_order_with_reasoning_exercises():
+    keys = [exercise.key for exercise in ch2.EXERCISES]
+    assert keys == ["ch2.patchify", "ch2.vit_b32_tokens", "ch2.causal_mask", "ch2.reversed_mask",
+                    "ch2.loss_gradient", "ch2.eot_pooling"]
+    assert sum(exercise.kind in ("predict", "diagnose") for exercise in ch2.EXERCISES) >= 2
+
+
+def test_the_token_count_is_measured_from_the_model():
+    from clip_tutorial import get_config
+    config = get_config("ViT-B/32")
+    assert ch2._measure_vit_b32_tokens() == (config.image_resolution // config.vision_patch_size) ** 2 + 1
+
+
+@pytest.mark.parametrize("prediction, passes", [(50, True), (50.0, True), (torch.tensor(50), True),
+                                                (49, False), (51, False), (197, False)])
+def test_token_prediction_is_judged_exactly(prediction, passes, capsys):
+    result = ch2.check_vit_b32_tokens(prediction)
+    assert bool(result) is passes
+    assert "class token" in result.message, "the explanation is shown either way"
+    assert capsys.readouterr().out.strip() == result.message
+
+
+def test_an_unwritten_prediction_or_answer_is_told_to_write_one_first(capsys):
+    for check in (ch2.check_vit_b32_tokens, ch2.check_reversed_mask):
+        result = check(None)
+        assert not result and "first" in result.message and result.message.startswith("❌")
+    assert capsys.readouterr().out.count("❌") == 2
+
+
+def test_token_prediction_rejects_a_non_number():
+    with pytest.raises(TypeError, match="prediction"):
+        ch2.check_vit_b32_tokens("fifty", verbose=False)
+    with pytest.raises(TypeError, match="prediction"):
+        ch2.check_vit_b32_tokens([50], verbose=False)
+
+
+def test_the_reversed_mask_is_the_transpose_of_the_right_one_with_the_diagonal_kept():
+    for n in (1, 4, 9):
+        broken, right = ch2.reversed_causal_mask(n), ch2.reference_causal_mask(n)
+        assert torch.equal(broken, right.T)
+        assert (broken.diagonal() == 0).all()
+
+
+def test_the_reversed_mask_experiment_finds_same_length_captions_collide():
+    assert ch2._measure_reversed_mask() == "b"
+
+
+@pytest.mark.parametrize("answer, passes", [("b", True), (" B ", True), ("a", False), ("c", False)])
+def test_reversed_mask_diagnosis(answer, passes):
+    result = ch2.check_reversed_mask(answer, verbose=False)
+    assert bool(result) is passes
+    if not passes:
+        assert "The experiment shows (b)" in result.message
+    assert "NaN" in result.message or "position" in result.message
+
+
+def test_reversed_mask_rejects_bad_answers():
+    with pytest.raises(ValueError, match="answer"):
+        ch2.check_reversed_mask("d", verbose=False)
+    with pytest.raises(TypeError, match="answer"):
+        ch2.check_reversed_mask(2, verbose=False)
+
+
+def test_the_diagnosis_experiment_leaves_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    ch2._measure_reversed_mask()
+    assert torch.equal(torch.rand(3), expected)

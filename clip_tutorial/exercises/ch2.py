@@ -1,8 +1,11 @@
-"""Checks for the exercises of Chapter 2: patches, the causal mask, the loss gradient, end-of-text pooling.
+"""Checks for the exercises of Chapter 2: patches, image tokens, the causal mask, the loss gradient, pooling.
 
-Each ``check_<name>(fn)`` runs your ``fn`` on fresh random inputs of several shapes, compares it
-with the package's reference, prints ✅ or ❌ with an explanation, and returns a
-:class:`~clip_tutorial.exercises.CheckResult` that is truthy when you passed.
+Each ``check_<name>(fn)`` of an "implement" exercise runs your ``fn`` on fresh random inputs of
+several shapes, compares it with the package's reference, prints ✅ or ❌ with an explanation,
+and returns a :class:`~clip_tutorial.exercises.CheckResult` that is truthy when you passed. The
+"predict" and "diagnose" checks (:func:`check_vit_b32_tokens`, :func:`check_reversed_mask`) take
+your number or letter, run the experiment themselves and compare. :data:`EXERCISES` lists them all
+in the book's order.
 
 Explained in Chapter 2 (section "Summary and exercises").
 """
@@ -16,10 +19,14 @@ import torch.nn.functional as F
 
 from ..loss import clip_loss_gradient
 from ..model.transformer import causal_mask
+from ..model import CLIP, CLIPConfig, VisionTransformer, get_config
 from .core import CheckResult, Hint, run_check
+from .predict import check_choice, check_estimate
+from .registry import Exercise
 
-__all__ = ["check_patchify", "check_causal_mask", "check_loss_gradient", "check_eot_pooling",
-           "reference_patchify", "reference_causal_mask", "reference_eot_pooling"]
+__all__ = ["EXERCISES", "check_patchify", "check_vit_b32_tokens", "check_causal_mask", "check_reversed_mask",
+           "check_loss_gradient", "check_eot_pooling", "reference_patchify", "reference_causal_mask",
+           "reference_eot_pooling", "reversed_causal_mask"]
 
 
 def reference_patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -288,3 +295,129 @@ def check_eot_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
         return torch.randn(b, t, d, generator=g), tokens
 
     return run_check(fn, reference_eot_pooling, make, _EOT_HINTS, "eot_pooling", trials, seed, verbose)
+
+
+def _unanswered(name: str, what: str, verbose: bool) -> CheckResult:
+    result = CheckResult(False, f"❌ {name}: write your {what} first, then run this cell again.", name)
+    if verbose:
+        print(result.message)
+    return result
+
+
+# -- predict: how many tokens does ViT-B/32 read? ------------------------------------------------
+
+def _measure_vit_b32_tokens() -> float:
+    """Build ViT-B/32's image tower on the meta device and count the tokens its transformer receives."""
+    config = get_config("ViT-B/32")
+    with torch.device("meta"):
+        visual = VisionTransformer(config.image_resolution, config.vision_patch_size, config.vision_width,
+                                   config.vision_layers, config.num_vision_heads, config.embed_dim)
+        sequence = visual.tokens(torch.empty(1, 3, config.image_resolution, config.image_resolution))
+    return float(sequence.shape[1])
+
+
+def check_vit_b32_tokens(prediction: object, *, verbose: bool = True) -> CheckResult:
+    """Check your prediction of the number of tokens ViT-B/32's transformer reads for one image.
+
+    The experiment builds the released ViT-B/32's image tower on the ``meta`` device (shapes only,
+    nothing allocated), feeds it one 224 x 224 image and counts the rows of the sequence that goes
+    into the first block. Explained in Chapter 2.1.
+
+    Args:
+        prediction: your number (``None`` before you have written one).
+        verbose: print the feedback.
+
+    Returns:
+        A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the prediction is exact.
+    """
+    if prediction is None:
+        return _unanswered("vit_b32_tokens", "prediction", verbose)
+    return check_estimate(
+        prediction, _measure_vit_b32_tokens, name="vit_b32_tokens", tolerance=0.5, unit=" tokens",
+        explanation="A 224-pixel side cut into 32-pixel patches gives 224 / 32 = 7 patches per side,\n"
+                    "so 7 x 7 = 49 patch tokens; the class token is prepended, and the transformer\n"
+                    "reads 49 + 1 of them.",
+        verbose=verbose)
+
+
+# -- diagnose: a causal mask the wrong way round ---------------------------------------------------
+
+def reversed_causal_mask(n: int) -> torch.Tensor:
+    """A broken causal mask, for the exercise: ``-inf`` *below* the diagonal instead of above it.
+
+    Row ``i`` (the query) may then look at keys ``j >= i``: itself and the tokens after it.
+    Explained in Chapter 2.5.
+    """
+    return torch.full((n, n), -math.inf).tril(diagonal=-1)
+
+
+REVERSED_MASK_CHOICES = {
+    "a": "The text features become NaN: some query has no key left to attend to",
+    "b": "Each position sees only itself and the positions after it, so the end-of-text position never sees "
+         "the words: two captions of the same length get the same feature",
+    "c": "Nothing changes: the end-of-text token still attends to every token, so the features are unchanged",
+}
+
+
+def _measure_reversed_mask() -> str:
+    """Run a small random CLIP's text tower with the right mask and with the reversed one."""
+    generator = torch.Generator().manual_seed(0)
+    config = CLIPConfig(embed_dim=16, image_resolution=32, vision_layers=1, vision_width=32, vision_patch_size=16,
+                        context_length=10, vocab_size=50, transformer_width=32, transformer_heads=2,
+                        transformer_layers=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = CLIP(config).eval()
+    # two captions of the same length with different words: start token 48, four words, end token 49, padding
+    words = torch.randint(1, 48, (2, 4), generator=generator)
+    tokens = torch.zeros(2, 10, dtype=torch.long)
+    tokens[:, 0], tokens[:, 1:5], tokens[:, 5] = 48, words, 49
+    with torch.no_grad():
+        mended = model.encode_text(tokens)
+        model.attn_mask = reversed_causal_mask(config.context_length)
+        broken = model.encode_text(tokens)
+    if torch.isnan(broken).any():
+        return "a"
+    if torch.allclose(broken, mended, atol=1e-6):
+        return "c"
+    if torch.allclose(broken[0], broken[1], atol=1e-6) and not torch.allclose(mended[0], mended[1], atol=1e-3):
+        return "b"
+    raise RuntimeError("reversed_mask: the experiment matched none of the choices")
+
+
+def check_reversed_mask(answer: object, *, verbose: bool = True) -> CheckResult:
+    """Check your diagnosis of a text tower whose causal mask is built the wrong way round.
+
+    The experiment puts :func:`reversed_causal_mask` into a small random CLIP in place of the right
+    mask, encodes two captions of the same length with different words, and compares the features
+    with those of the mended model. Explained in Chapter 2.5.
+
+    Args:
+        answer: the letter of your diagnosis, ``"a"``, ``"b"`` or ``"c"`` (``None`` before you choose).
+        verbose: print the feedback.
+
+    Returns:
+        A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the diagnosis is the measured one.
+    """
+    if answer is None:
+        return _unanswered("reversed_mask", "answer", verbose)
+    return check_choice(
+        answer, _measure_reversed_mask, REVERSED_MASK_CHOICES, name="reversed_mask",
+        explanation="With -inf below the diagonal, query i may attend to keys j >= i. No row is empty\n"
+                    "(the diagonal stays 0), so nothing becomes NaN, but information now flows backwards.\n"
+                    "The end-of-text position sees itself and the padding after it; in the next block\n"
+                    "those positions have seen only what follows them too. So the feature depends on\n"
+                    "where the end-of-text token sits, not on the words before it: the broken model\n"
+                    "gave both captions the same vector.",
+        verbose=verbose)
+
+
+#: The exercises of Chapter 2, in the book's order (section "Summary and exercises").
+EXERCISES = (
+    Exercise("ch2.patchify", "implement", check_patchify, "Cut an image into patches"),
+    Exercise("ch2.vit_b32_tokens", "predict", check_vit_b32_tokens, "Predict: how many tokens does ViT-B/32 read?"),
+    Exercise("ch2.causal_mask", "implement", check_causal_mask, "The causal mask"),
+    Exercise("ch2.reversed_mask", "diagnose", check_reversed_mask, "Break it and explain: a mask the wrong way round"),
+    Exercise("ch2.loss_gradient", "implement", check_loss_gradient, "The gradient of the loss"),
+    Exercise("ch2.eot_pooling", "implement", check_eot_pooling, "Pooling at the end-of-text token"),
+)
