@@ -46,28 +46,36 @@ def _check_row(row: object, n: int) -> int:
     return row
 
 
+#: Size of the temperature figure in inches: the width of a book page, so its text stays legible.
+FIGSIZE = (7.5, 6.0)
+
+
 def _draw_temperature(fig: Figure, similarity: torch.Tensor, temperature: float, row: int) -> None:
     n = similarity.shape[0]
-    ax_row, ax_loss, ax_grad = fig.subplots(1, 3)
+    # The row's softmax across the top, the loss and the gradient below: legible at a page's width.
+    axes = fig.subplot_mosaic([["row", "row"], ["loss", "grad"]])
+    ax_row, ax_loss, ax_grad = axes["row"], axes["loss"], axes["grad"]
     probs = (similarity[row] / temperature).softmax(0)
     colours = ["tab:orange" if j == row else "tab:blue" for j in range(n)]
     ax_row.bar(range(n), probs.numpy(), color=colours)
     ax_row.set(title=f"softmax of row {row} (orange: its match)", xlabel="text j", ylabel="p(text j | image)",
                ylim=(0, 1.02))
+    if n <= 16:
+        ax_row.set_xticks(range(n))
     grid = torch.logspace(math.log10(TEMPERATURE_RANGE[0]), 0, 60, dtype=torch.float64)
     losses = [float(clip_loss(similarity / t)) for t in grid]
     ax_loss.semilogx(grid.numpy(), losses, color="tab:blue")
     ax_loss.axhline(math.log(n), color="grey", ls=":", label=f"chance, log N = {math.log(n):.2f}")
     ax_loss.axvline(temperature, color="tab:red", label=f"temperature {temperature:.3g}")
     ax_loss.set(title="loss of this batch", xlabel="temperature τ (log scale)", ylabel="CLIP loss")
-    ax_loss.legend(fontsize=8)
+    ax_loss.legend(fontsize=9, loc="upper right")
     # dL/d(cosine) = dL/dlogit / τ, for every off-diagonal pair: how hard each negative is pushed away
     grad = clip_loss_gradient(similarity / temperature) / temperature
     off = ~torch.eye(n, dtype=torch.bool)
     ax_grad.scatter(similarity[off].numpy(), grad[off].clamp_min(1e-30).numpy(), s=10, alpha=0.7)
     ax_grad.set_yscale("log")
-    ax_grad.set(title="push on each negative", xlabel="cosine similarity of the negative pair",
-                ylabel="dL / d(cosine), log scale")
+    ax_grad.set(title="push on each negative", xlabel="cosine of the negative pair",
+                ylabel="dL / d(cosine), log")
     fig.suptitle(f"Temperature τ = {temperature:.3g} (logit scale 1/τ = {1 / temperature:.3g})")
 
 
@@ -96,7 +104,7 @@ def temperature_figure(similarity: torch.Tensor, temperature: float = 0.07, row:
     similarity = _check_similarity(similarity)
     temperature = _check_temperature(temperature)
     row = _check_row(row, similarity.shape[0])
-    fig = plt.figure(figsize=(13, 3.8), layout="constrained")
+    fig = plt.figure(figsize=FIGSIZE, layout="constrained")
     _draw_temperature(fig, similarity, temperature, row)
     return fig
 
@@ -134,7 +142,7 @@ def temperature_explorer(similarity: torch.Tensor, temperature: float = 0.07, ro
     picture = ipywidgets.Image(format="png")
 
     def update(change: Any = None) -> None:
-        fig = Figure(figsize=(13, 3.8), layout="constrained")
+        fig = Figure(figsize=FIGSIZE, layout="constrained")
         _draw_temperature(fig, similarity, float(slider.value), row)
         picture.value = figure_png(fig, dpi=80)
 
