@@ -301,3 +301,74 @@ def test_checks_reject_bad_arguments(check):
         check(0.5)
     with pytest.raises(ValueError, match="trials"):
         check(lambda *args: None, trials=0)
+
+
+# -- the prediction and the diagnosis (Exercises 3 and 5) ------------------------------------
+
+def test_the_chapter_lists_six_exercises_in_book_order():
+    assert [(e.name, e.kind) for e in ch5.EXERCISES] == [
+        ("zero_shot_weights", "implement"), ("recall_with_relevance", "implement"),
+        ("unnormalised_query", "diagnose"), ("threshold_for_precision", "implement"),
+        ("precision_at_low_prevalence", "predict"), ("compose_query", "implement")]
+
+
+def test_the_unnormalised_query_keeps_the_ranking_and_changes_the_scores():
+    """The experiment itself: same top 10 for every query, many more images above the cut-off."""
+    facts = ch5._unnormalised_query_facts()
+    assert ch5.measure_unnormalised_query() == "b" and facts["same_results"]
+    assert facts["norm_min"] > 1.5, "the raw text embeddings are far from unit length"
+    assert facts["kept_broken"][1] > 2 * facts["kept_mended"][1]
+
+
+def test_the_subsampled_precision_agrees_with_the_formula():
+    """Drawing real scores at 1% prevalence gives what p r / (p r + (1 - p) f) predicts."""
+    facts = ch5._low_prevalence_facts()
+    assert facts["balanced_precision"] == pytest.approx(ch5.BALANCED_PRECISION, abs=0.005)
+    p = facts["positives_drawn"] / (facts["positives_drawn"] + facts["negatives"])
+    r, f = facts["recall"], facts["false_positive_rate"]
+    assert ch5.measure_precision_at_low_prevalence() == pytest.approx(p * r / (p * r + (1 - p) * f), abs=0.005)
+    assert ch5.measure_precision_at_low_prevalence() == pytest.approx(ch5._predicted_precision(),
+                                                                      abs=ch5.PREVALENCE_TOLERANCE / 2)
+
+
+@pytest.mark.parametrize("check,answer", [(ch5.check_unnormalised_query, "b"),
+                                          (ch5.check_precision_at_low_prevalence, 0.083)])
+def test_a_right_answer_passes_and_the_feedback_fits_the_column(check, answer, capsys):
+    result = check(answer)
+    printed = capsys.readouterr().out
+    assert result and printed.startswith("✅") and result.message in printed
+    assert max(len(line) for line in result.message.splitlines()) <= 88
+
+
+@pytest.mark.parametrize("check,answer,shown", [(ch5.check_unnormalised_query, "a", "The experiment shows (b)"),
+                                                (ch5.check_unnormalised_query, "C", "The experiment shows (b)"),
+                                                (ch5.check_precision_at_low_prevalence, 0.9, "outside"),
+                                                (ch5.check_precision_at_low_prevalence, 0.5, "outside")])
+def test_a_wrong_answer_fails_with_the_measurement(check, answer, shown):
+    result = check(answer, verbose=False)
+    assert not result and shown in result.message
+
+
+def test_a_percentage_is_told_to_be_a_fraction():
+    result = ch5.check_precision_at_low_prevalence(8.3, verbose=False)
+    assert not result and "fraction between 0 and 1" in result.message
+    assert "fraction" not in ch5.check_precision_at_low_prevalence(0.5, verbose=False).message
+
+
+@pytest.mark.parametrize("check,what", [(ch5.check_unnormalised_query, "no answer"),
+                                        (ch5.check_precision_at_low_prevalence, "no prediction")])
+def test_no_answer_yet_is_a_reminder_not_an_error(check, what, capsys):
+    result = check(None)
+    assert not result and what in result.message and what in capsys.readouterr().out
+    assert not check(None, verbose=False) and capsys.readouterr().out == ""
+
+
+def test_the_new_checks_name_bad_answers():
+    with pytest.raises(ValueError, match="answer"):
+        ch5.check_unnormalised_query("d")
+    with pytest.raises(TypeError, match="answer"):
+        ch5.check_unnormalised_query(2)
+    with pytest.raises(TypeError, match="prediction"):
+        ch5.check_precision_at_low_prevalence("eight percent")
+    with pytest.raises(ValueError, match="prediction"):
+        ch5.check_precision_at_low_prevalence(float("nan"))

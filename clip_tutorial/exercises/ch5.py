@@ -1,15 +1,21 @@
-"""Checks for the exercises of Chapter 5: prompt ensembles, recall@K with many right answers, thresholds, queries.
+"""Checks for the exercises of Chapter 5: prompt ensembles, search, thresholds, base rates, composed queries.
 
-Each ``check_<name>(fn)`` runs your ``fn`` on fresh random inputs, compares it with the
-package's reference, prints ✅ or ❌ with an explanation, and returns a
-:class:`~clip_tutorial.exercises.CheckResult` that is truthy when you passed. Every check takes
+Four exercises ask for a function. Each ``check_<name>(fn)`` runs your ``fn`` on fresh random
+inputs, compares it with the package's reference, prints ✅ or ❌ with an explanation, and returns
+a :class:`~clip_tutorial.exercises.CheckResult` that is truthy when you passed. These checks take
 the keyword arguments ``trials`` (number of random inputs), ``seed`` (of the inputs; a fresh one
 by default) and ``verbose`` (print the feedback).
 
-Explained in Chapter 5 (section "Summary and exercises").
+Two exercises ask for a prediction or a diagnosis instead: :func:`check_unnormalised_query` and
+:func:`check_precision_at_low_prevalence` take your answer, run the experiment on the shipped
+``ch3-best`` model (about a second on a CPU) and compare.
+
+``EXERCISES`` lists all six in the book's order. Explained in Chapter 5 (section "Summary and exercises").
 """
 from __future__ import annotations
 
+import functools
+import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -21,11 +27,18 @@ from ..calibration import precision_recall_curve, threshold_for_precision, thres
 from ..composition import compose_query
 from ..retrieval import recall_at_k
 from ..zeroshot import ensemble_prompt_embeddings
+from ..data import ShapesWorld, class_names
+from ..data.render import COLOURS, SHAPES
+from ..shipped import load_shipped
+from ..zeroshot import build_zero_shot_classifier, encode_images, encode_texts
 from .core import CheckResult, Hint, as_number, ensure_callable, finish_check, run_check
+from .predict import check_choice, check_estimate
+from .registry import Exercise
 
-__all__ = ["check_zero_shot_weights", "check_recall_with_relevance", "check_threshold_for_precision",
-           "check_compose_query", "reference_zero_shot_weights", "reference_recall_with_relevance",
-           "reference_threshold_for_precision"]
+__all__ = ["EXERCISES", "check_zero_shot_weights", "check_recall_with_relevance", "check_unnormalised_query",
+           "check_threshold_for_precision", "check_precision_at_low_prevalence", "check_compose_query",
+           "reference_zero_shot_weights", "reference_recall_with_relevance", "reference_threshold_for_precision",
+           "measure_unnormalised_query", "measure_precision_at_low_prevalence"]
 
 
 # -- Exercise 1: prompt ensembling ---------------------------------------------------------------
@@ -207,7 +220,106 @@ def check_recall_with_relevance(fn: Callable[[torch.Tensor, torch.Tensor, int], 
                    (r" at index \((\d+),\)", lambda m: f" at k = {int(m.group(1)) + 1}"))
 
 
-# -- Exercise 3: a threshold that reaches a target precision ------------------------------------
+# -- Exercise 3 (diagnose): a search that forgot to normalise the query ---------------------------
+
+#: The score cut-off of the experiment: a search that shows "every image scoring at least this".
+QUERY_CUTOFF = 0.5
+
+_UNNORMALISED_CHOICES = {
+    "a": "the results change: the long raw query pulls every query towards the same few images, and recall drops",
+    "b": "every query returns the same images in the same order as before; only the scores grow, by a different "
+         "factor for each query, so a fixed score cut-off keeps far more images, and a different number per query",
+    "c": "nothing changes at all: the image embeddings are unit vectors, so the scores are cosine similarities anyway",
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped_ch3_best() -> tuple:
+    trained = load_shipped("ch3-best")
+    return trained.model, trained.tokenizer, trained.recipe
+
+
+@functools.lru_cache(maxsize=1)
+def _unnormalised_query_facts(n_images: int = 1000, seed: int = 11) -> dict[str, Any]:
+    model, tokenizer, recipe = _shipped_ch3_best()
+    gallery = encode_images(model, ShapesWorld(n_images, split="all", seed=seed, styles=recipe.styles).tensors())
+    raw = encode_texts(model, tokenizer, [f"a photo of a {c} {s}" for c in COLOURS for s in SHAPES], normalize=False)
+    broken = raw @ gallery.T                          # the query as the text tower returns it
+    mended = F.normalize(raw, dim=-1) @ gallery.T     # the query normalised, as the index expects
+    k = 10
+    same_results = bool(torch.equal(broken.topk(k, dim=1).indices, mended.topk(k, dim=1).indices))
+    same_scores = bool(torch.allclose(broken, mended, atol=1e-4))
+    kept_broken = (broken >= QUERY_CUTOFF).sum(dim=1).double()
+    kept_mended = (mended >= QUERY_CUTOFF).sum(dim=1).double()
+    if not same_results:
+        letter = "a"
+    elif same_scores:
+        letter = "c"
+    else:
+        letter = "b"
+    return {"letter": letter, "k": k, "queries": len(raw), "images": n_images, "same_results": same_results,
+            "norm_min": float(raw.norm(dim=-1).min()), "norm_max": float(raw.norm(dim=-1).max()),
+            "kept_broken": (float(kept_broken.min()), float(kept_broken.mean()), float(kept_broken.max())),
+            "kept_mended": (float(kept_mended.min()), float(kept_mended.mean()), float(kept_mended.max()))}
+
+
+def measure_unnormalised_query() -> str:
+    """Run the broken and the mended search on ``ch3-best`` and return the letter of the true statement.
+
+    The gallery is 1,000 ShapesWorld images embedded and normalised, as an index stores them; the
+    queries are the 64 prompts "a photo of a <colour> <shape>". The broken search multiplies the
+    raw text embeddings with the gallery, the mended one normalises them first. Explained in Chapter 5.7.
+    """
+    return _unnormalised_query_facts()["letter"]
+
+
+def _write_first(name: str, what: str, verbose: bool) -> CheckResult:
+    result = CheckResult(False, f"❌ {name}: no {what} yet.\nWrite it in the cell above, then run this cell "
+                         "again.", name)
+    if verbose:
+        print(result.message)
+    return result
+
+
+def _wrapped(result: CheckResult, verbose: bool, width: int = 88) -> CheckResult:
+    """``result`` with its message wrapped to ``width`` columns (printed when ``verbose``)."""
+    lines = [textwrap.fill(line, width) for line in result.message.splitlines()]
+    result = CheckResult(result.passed, "\n".join(lines), result.name)
+    if verbose:
+        print(result.message)
+    return result
+
+
+def check_unnormalised_query(answer: Any, *, verbose: bool = True) -> CheckResult:
+    """Check your diagnosis (``"a"``, ``"b"`` or ``"c"``) of a search that does not normalise its query.
+
+    The check runs the broken and the mended search on the shipped ``ch3-best`` model (see
+    :func:`measure_unnormalised_query`) and says which statement the experiment bears out. ``None``
+    (no answer yet) prints a reminder and returns a falsy result. Explained in Chapter 5.7.
+
+    Raises:
+        TypeError: if ``answer`` is neither ``None`` nor a string.
+        ValueError: if ``answer`` is not one of the letters.
+    """
+    if answer is None:
+        return _write_first("unnormalised_query", 'answer ("a", "b" or "c")', verbose)
+    facts = _unnormalised_query_facts()
+    low, mean_broken, high = facts["kept_broken"]
+    explanation = (
+        f"Measured on {facts['images']:,} images and {facts['queries']} queries: the top {facts['k']} of every query "
+        f"{'are' if facts['same_results'] else 'are not'} the same, in the same order. Leaving the query unnormalised "
+        f"multiplies all of its scores by one positive number, the query's length (here between "
+        f"{facts['norm_min']:.1f} and {facts['norm_max']:.1f}), and that cannot reorder one query's results. The "
+        f"symptom shows only where scores are compared with a number or with another query's scores: with a cut-off "
+        f"of {QUERY_CUTOFF}, the mended search keeps {facts['kept_mended'][1]:.1f} images per query on average, the "
+        f"broken one {mean_broken:.1f} (from {low:.0f} to {high:.0f}). Zero-shot classification compares one image "
+        f"with several texts, so there a missing normalisation of the texts does change the answer.")
+    result = check_choice(answer, measure_unnormalised_query, _UNNORMALISED_CHOICES, name="unnormalised_query",
+                          explanation=explanation, verbose=False)
+    return _wrapped(result, verbose)
+
+
+# -- Exercise 4: a threshold that reaches a target precision ------------------------------------
 
 def reference_threshold_for_precision(scores: torch.Tensor, labels: torch.Tensor, target_precision: float) -> float:
     """The lowest threshold ``t`` among the scores whose detector ``scores >= t`` has precision >= the target.
@@ -314,7 +426,104 @@ def check_threshold_for_precision(fn: Callable[[torch.Tensor, torch.Tensor, floa
                    f"{trials} sets of scores (with ties, and with a precision that dips and recovers).")
 
 
-# -- Exercise 4: "like this one, but blue" -------------------------------------------------------
+# -- Exercise 5 (predict): the same detector where the concept is rare ------------------------------
+
+#: The settings of the experiment: the detector's precision on a balanced stream, the share of
+#: positives in the rare stream, and how far a prediction may be from the measurement.
+BALANCED_PRECISION = 0.9
+LOW_PREVALENCE = 0.01
+PREVALENCE_TOLERANCE = 0.02
+
+@functools.lru_cache(maxsize=1)
+def _circle_detector(n_images: int = 2000, seed: int = 21) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores and labels of a circle detector: the zero-shot probability of the eight circle classes."""
+    model, tokenizer, recipe = _shipped_ch3_best()
+    data = ShapesWorld(n_images, split="all", seed=seed, styles=recipe.styles)
+    names = class_names("pair")
+    logits = model.logit_scale_value().item() * encode_images(model, data.tensors()) @ \
+        build_zero_shot_classifier(model, tokenizer, names)
+    circle = torch.tensor([name.split()[1] == "circle" for name in names])
+    labels = torch.tensor([objects[0].shape == "circle" for objects in data.attributes])
+    return logits.softmax(dim=-1)[:, circle].sum(dim=-1), labels
+
+
+@functools.lru_cache(maxsize=4)
+def _low_prevalence_facts(balanced_precision: float = BALANCED_PRECISION, prevalence: float = LOW_PREVALENCE,
+                          draws: int = 500, seed: int = 0) -> dict[str, float]:
+    scores, labels = _circle_detector()
+    positives, negatives = scores[labels], scores[~labels]
+    candidates = scores.unique()  # ascending
+    recall = (positives[None, :] >= candidates[:, None]).double().mean(dim=1)
+    false_positive_rate = (negatives[None, :] >= candidates[:, None]).double().mean(dim=1)
+    balanced = recall / (recall + false_positive_rate)  # as many positives as negatives; every candidate flags one
+    at = int(torch.nonzero(balanced >= balanced_precision).min())  # the lowest threshold precise enough
+    threshold = candidates[at]
+    # The rare stream: every negative, and just enough positives, drawn at random, for the prevalence.
+    n_positives = round(prevalence / (1 - prevalence) * len(negatives))
+    false_alarms = int((negatives >= threshold).sum())
+    generator = torch.Generator().manual_seed(seed)
+    precisions = []
+    for _ in range(draws):
+        drawn = positives[torch.randperm(len(positives), generator=generator)[:n_positives]]
+        hits = int((drawn >= threshold).sum())
+        precisions.append(hits / (hits + false_alarms) if hits + false_alarms else 1.0)
+    return {"threshold": float(threshold), "recall": float(recall[at]),
+            "false_positive_rate": float(false_positive_rate[at]), "balanced_precision": float(balanced[at]),
+            "negatives": len(negatives), "positives_drawn": n_positives, "false_alarms": false_alarms,
+            "precision": float(np.mean(precisions)), "draws": draws}
+
+
+def _predicted_precision() -> float:
+    odds = (1 - BALANCED_PRECISION) / BALANCED_PRECISION  # false over true alarms at p = 1/2: f / r
+    return LOW_PREVALENCE / (LOW_PREVALENCE + (1 - LOW_PREVALENCE) * odds)
+
+
+def measure_precision_at_low_prevalence() -> float:
+    """The precision, where one image in 100 shows a circle, of a circle detector that is 0.9 precise on balanced data.
+
+    The detector is the zero-shot probability that ``ch3-best`` gives to the eight circle classes,
+    on 2,000 ShapesWorld images. Its threshold is the lowest at which the precision on a balanced
+    stream (as many circles as other shapes, weighted equally) reaches 0.9. The rare stream keeps
+    every non-circle image and draws just enough circles at random for a prevalence of 1%; the
+    result is the mean precision over 500 such draws. Explained in Chapter 5.7.
+    """
+    return _low_prevalence_facts()["precision"]
+
+
+def check_precision_at_low_prevalence(prediction: Any, *, verbose: bool = True) -> CheckResult:
+    """Check your prediction of a detector's precision at 1% prevalence, given 0.9 at 50%.
+
+    The check runs the experiment of :func:`measure_precision_at_low_prevalence` on the shipped
+    ``ch3-best`` model and accepts a prediction within 0.02 of the measurement. ``None`` (no
+    prediction yet) prints a reminder and returns a falsy result. Explained in Chapter 5.7.
+
+    Raises:
+        TypeError: if ``prediction`` is not a number (or ``None``).
+        ValueError: if ``prediction`` is not finite.
+    """
+    if prediction is None:
+        return _write_first("precision_at_low_prevalence", "prediction", verbose)
+    facts = _low_prevalence_facts()
+    explanation = (
+        f"At the threshold, the detector finds a share r = {facts['recall']:.3f} of the circles and flags a share "
+        f"f = {facts['false_positive_rate']:.3f} of the other images; neither depends on how common circles are. "
+        f"Precision does: with a share p of positives it is p r / (p r + (1 - p) f). A precision of "
+        f"{BALANCED_PRECISION:g} at p = 1/2 means f = r ({1 - BALANCED_PRECISION:g} / {BALANCED_PRECISION:g}), so at "
+        f"p = {LOW_PREVALENCE:g} it is {LOW_PREVALENCE:g} / ({LOW_PREVALENCE:g} + {1 - LOW_PREVALENCE:g} "
+        f"({1 - BALANCED_PRECISION:g} / {BALANCED_PRECISION:g})) = {_predicted_precision():.3f}, whatever r is. "
+        f"In the rare stream, "
+        f"{facts['positives_drawn']} circles meet {facts['false_alarms']} false alarms from "
+        f"{facts['negatives']:,} other images: most alarms are false.")
+    result = check_estimate(prediction, measure_precision_at_low_prevalence, name="precision_at_low_prevalence",
+                            tolerance=PREVALENCE_TOLERANCE, explanation=explanation, verbose=False)
+    guess = as_number(prediction, "your prediction")
+    if not result and 1 < guess <= 100:
+        result = CheckResult(False, result.message + "\nGive the precision as a fraction between 0 and 1 "
+                             "(0.5 rather than 50).", result.name)
+    return _wrapped(result, verbose)
+
+
+# -- Exercise 6: "like this one, but blue" -------------------------------------------------------
 
 def _composed(image: Callable = F.normalize, text: Callable = F.normalize, out: Callable = F.normalize,
               step: Callable = lambda w, a, r: w * (a - r)) -> Callable[..., torch.Tensor]:
@@ -371,3 +580,18 @@ def check_compose_query(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, 
     return finish_check(result, verbose, f"Your queries match clip_tutorial.composition.compose_query on {trials} sets of "
                    "embeddings, a weight of 0 among them.",
                    (r" at index \((\d+), (\d+)\)", lambda m: f" at feature {m.group(2)} of query {m.group(1)}"))
+
+
+#: The exercises of Chapter 5, in the book's order (see :mod:`clip_tutorial.exercises.registry`).
+EXERCISES = (
+    Exercise("ch5.zero_shot_weights", "implement", check_zero_shot_weights, "Prompt ensembling"),
+    Exercise("ch5.recall_with_relevance", "implement", check_recall_with_relevance,
+             "Recall@K when many images are right"),
+    Exercise("ch5.unnormalised_query", "diagnose", check_unnormalised_query,
+             "Break it and explain: a query that was never normalised"),
+    Exercise("ch5.threshold_for_precision", "implement", check_threshold_for_precision,
+             "A threshold for a target precision"),
+    Exercise("ch5.precision_at_low_prevalence", "predict", check_precision_at_low_prevalence,
+             "Predict, then run: the same detector where the concept is rare"),
+    Exercise("ch5.compose_query", "implement", check_compose_query, "Like this one, but blue"),
+)
