@@ -152,21 +152,22 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
-def _draw_results(fig: Figure, pictures: list, rows: list[tuple[str, torch.Tensor, torch.Tensor]], k: int) -> None:
+def _draw_results(fig: Figure, pictures: list, rows: list[tuple[str, torch.Tensor, torch.Tensor]], k: int,
+                  fontsize: float = 8) -> None:
     axes = fig.subplots(len(rows), k, squeeze=False)
     for r, (query, indices, scores) in enumerate(rows):
         for c in range(k):
             ax = axes[r, c]
             ax.imshow(pictures[int(indices[c])], interpolation="nearest")
             ax.set(xticks=[], yticks=[])
-            ax.set_xlabel(f"#{c + 1}: {float(scores[c]):.2f}", fontsize=8)
-        axes[r, 0].set_ylabel(textwrap.fill(textwrap.shorten(query, 60, placeholder="…"), 16), fontsize=8,
+            ax.set_xlabel(f"#{c + 1}: {float(scores[c]):.2f}", fontsize=fontsize)
+        axes[r, 0].set_ylabel(textwrap.fill(textwrap.shorten(query, 60, placeholder="…"), 16), fontsize=fontsize,
                               rotation=0, ha="right", va="center")
 
 
 def search_figure(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, queries: Sequence[str], k: int = 6,
                   features: torch.Tensor | None = None, title: str = "Text-to-image search: top matches per query",
-                  index: EmbeddingIndex | None = None) -> Figure:
+                  index: EmbeddingIndex | None = None, fontsize: float = 8) -> Figure:
     """A grid of search results: one row per query, its ``k`` best images left to right with their scores.
 
     Explained in Chapter 1.5. This is the static companion of :func:`search_box`.
@@ -181,6 +182,10 @@ def search_figure(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, queri
         title: the figure's title.
         index: an :class:`~clip_tutorial.search.EmbeddingIndex` whose row ``i`` is image ``i``
             (Chapter 5.2); the search then runs on the index, and ``features`` must be ``None``.
+        fontsize: size in points of the labels (ranks, scores and queries); the title is one
+            point larger and the figure widens with the queries' labels. A figure wider than the
+            page is shrunk to fit, so for a grid shown at page width choose fewer images per
+            query (``k``) or larger text: Chapter 5.2 uses ``k=5`` and ``fontsize=10``.
 
     Returns:
         The figure; each image is labelled with its rank and cosine similarity.
@@ -196,13 +201,17 @@ def search_figure(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, queri
         raise ValueError(f"queries: expected a non-empty list of str, got {queries!r}")
     queries = [_check_query(q) for q in queries]
     k = _check_k(k, images.shape[0])
+    if isinstance(fontsize, bool) or not isinstance(fontsize, (int, float)) or not 4 <= fontsize <= 24:
+        raise ValueError(f"fontsize: expected a size in points between 4 and 24, got {fontsize!r}")
     rank = _ranker(model, tokenizer, images, features, index, k)
     rows = [(q, *rank(q)) for q in queries]
     pictures = _display(images, sorted({int(i) for _, indices, _ in rows for i in indices}))
-    fig = plt.figure(figsize=(1.2 * k + 1.8, 1.35 * len(queries) + 0.5), layout="constrained")
-    _draw_results(fig, pictures, rows, k)
-    fig.suptitle(title)
-    fig.supxlabel("rank: cosine similarity with the query", fontsize=9)
+    grow = fontsize / 8  # the query labels on the left and the label lines grow with the text
+    fig = plt.figure(figsize=(1.2 * k + 1.8 * grow, (1.35 + 0.15 * (grow - 1)) * len(queries) + 0.5 * grow),
+                     layout="constrained")
+    _draw_results(fig, pictures, rows, k, fontsize=fontsize)
+    fig.suptitle(title, fontsize=max(12, fontsize + 1))
+    fig.supxlabel("rank: cosine similarity with the query", fontsize=fontsize + 1)
     return fig
 
 

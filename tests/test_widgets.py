@@ -86,6 +86,18 @@ def test_search_figure_has_one_row_per_query(tiny):
         search_figure(model, tokenizer, images, ["a red circle"], k=3, features=torch.zeros(5, 16))
 
 
+def test_search_figure_fontsize_sets_the_labels_and_widens_the_figure(tiny):
+    model, tokenizer, images = tiny
+    small = search_figure(model, tokenizer, images, ["a red circle"], k=3)
+    large = search_figure(model, tokenizer, images, ["a red circle"], k=3, fontsize=12)
+    assert small.axes[0].xaxis.label.get_fontsize() == 8 and large.axes[0].xaxis.label.get_fontsize() == 12
+    assert large.axes[0].yaxis.label.get_fontsize() == 12
+    assert large.get_figwidth() > small.get_figwidth()
+    for bad in (3, 30, True, "10"):
+        with pytest.raises(ValueError, match="fontsize"):
+            search_figure(model, tokenizer, images, ["a red circle"], k=3, fontsize=bad)
+
+
 def test_search_box_updates_when_the_query_changes(tiny):
     pytest.importorskip("ipywidgets")
     model, tokenizer, images = tiny
