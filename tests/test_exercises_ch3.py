@@ -294,3 +294,90 @@ def test_checks_reject_bad_arguments(check):
         check(0.001)
     with pytest.raises(ValueError, match="trials"):
         check(lambda *args: None, trials=0)
+
+
+# -- the "predict" and "diagnose" exercises ----------------------------------------------------
+
+def test_the_chapter_lists_its_exercises_in_book_order():
+    keys = [exercise.key for exercise in ch3.EXERCISES]
+    assert keys == ["ch3.lr_schedule", "ch3.recall_at_k", "ch3.local_clip_loss", "ch3.twin_captions_floor",
+                    "ch3.loss_floor", "ch3.growing_gradients", "ch3.runaway_temperature"]
+    assert [exercise.kind for exercise in ch3.EXERCISES].count("implement") == 4
+
+
+def test_loss_floor_batches_hold_captions_that_shapesworld_writes():
+    from clip_tutorial.data import COLOURS, SHAPES, TEMPLATES
+
+    assert "a {colour} {shape}" in TEMPLATES
+    possible = {f"a {colour} {shape}" for colour in COLOURS for shape in SHAPES}
+    generator = torch.Generator().manual_seed(0)
+    for trial in range(12):
+        (captions,) = ch3._floor_batch(generator, trial)
+        assert captions and set(captions) <= possible
+    assert set(ch3.TWIN_CAPTIONS) <= possible and len(set(ch3.TWIN_CAPTIONS)) == len(ch3.TWIN_CAPTIONS) - 1
+
+
+def test_the_twin_experiment_finds_log_2_over_4_and_nothing_without_twins():
+    assert ch3.measure_twin_captions_floor() == pytest.approx(math.log(2) / 4, abs=1e-3)
+    distinct = tuple(dict.fromkeys(ch3.TWIN_CAPTIONS))
+    assert ch3.measure_twin_captions_floor(distinct) < 1e-3, "without a twin the loss can go to 0"
+    assert ch3.measure_twin_captions_floor(("a red circle",) * 3 + distinct[1:]) == pytest.approx(
+        3 * math.log(3) / 9, abs=1e-3), "three copies of one caption in nine pairs: 3 log 3 / 9"
+
+
+def test_the_twin_check_compares_with_the_measurement(capsys):
+    assert ch3.check_twin_captions_floor(math.log(2) / 4)
+    assert "measured 0.173" in capsys.readouterr().out
+    for wrong in (0.0, math.log(2), math.log(2) / 8):
+        result = ch3.check_twin_captions_floor(wrong, verbose=False)
+        assert not result and "outside" in result.message and "log 2 / 4" in result.message
+
+
+def test_the_broken_loops_show_their_symptoms_and_the_right_fix_cures_them():
+    broken = ch3.toy_training(**ch3.GROWING_GRADIENTS_RUN, zero_grad=False, clamp_at=None)
+    mended = ch3.toy_training(**ch3.GROWING_GRADIENTS_RUN, zero_grad=True, clamp_at=None)
+    assert broken["grad_norm"][-1] > 2 * broken["grad_norm"][0], "without zero_grad the gradients pile up"
+    assert mended["grad_norm"][-1] < 0.1 * mended["grad_norm"][0]
+    assert broken["loss"][0] == mended["loss"][0], "the same start"
+    assert max(broken["scale"]) < 100, "the clamp never acts in this run"
+    runaway = ch3.toy_training(**ch3.RUNAWAY_TEMPERATURE_RUN, clamp_at=100.0)
+    capped = ch3.toy_training(**ch3.RUNAWAY_TEMPERATURE_RUN)
+    assert max(runaway["scale"]) > 150 and max(capped["scale"]) == pytest.approx(100.0)
+
+
+def test_the_diagnose_experiments_name_the_right_fix():
+    assert ch3._measure_growing_gradients() == "b"
+    assert ch3._measure_runaway_temperature() == "c"
+
+
+def test_the_experiments_leave_the_random_state_and_the_threads_alone():
+    threads = torch.get_num_threads()
+    state = torch.get_rng_state()
+    ch3.toy_problem(seed=3)
+    ch3.check_growing_gradients("a", verbose=False)
+    assert torch.equal(torch.get_rng_state(), state) and torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("check", [ch3.check_twin_captions_floor, ch3.check_growing_gradients,
+                                   ch3.check_runaway_temperature])
+def test_an_unanswered_exercise_is_told_to_answer_first(check, capsys):
+    result = check(None)
+    assert not result and "first" in result.message and "first" in capsys.readouterr().out
+
+
+def test_a_wrong_diagnosis_is_told_the_measured_one():
+    result = ch3.check_runaway_temperature("a", verbose=False)
+    assert not result and "The experiment shows (c)" in result.message and "does not cap" in result.message
+    result = ch3.check_growing_gradients(" B ", verbose=False)
+    assert result and "accumulates" in result.message
+
+
+def test_predict_and_diagnose_checks_reject_bad_answers():
+    with pytest.raises(TypeError, match="prediction"):
+        ch3.check_twin_captions_floor("log 2 / 4")
+    with pytest.raises(ValueError, match="prediction"):
+        ch3.check_twin_captions_floor(math.inf)
+    with pytest.raises(ValueError, match="answer"):
+        ch3.check_growing_gradients("d")
+    with pytest.raises(TypeError, match="answer"):
+        ch3.check_runaway_temperature(3)

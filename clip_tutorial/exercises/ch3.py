@@ -1,29 +1,41 @@
-"""Checks for the exercises of Chapter 3: the learning-rate schedule, recall@K, the local loss, the loss floor.
+"""Checks for the exercises of Chapter 3: training, scaling out and evaluating CLIP.
 
-Each ``check_<name>(fn)`` runs your ``fn`` on fresh random inputs, compares it with the
-package's reference, prints ✅ or ❌ with an explanation, and returns a
-:class:`~clip_tutorial.exercises.CheckResult` that is truthy when you passed. Every check takes
-the keyword arguments ``trials`` (number of random inputs), ``seed`` (of the inputs; a fresh one
-by default) and ``verbose`` (print the feedback).
+Four "implement" exercises (the learning-rate schedule, recall@K, one process's local loss, the
+floor that repeated captions put under the loss) each have a ``check_<name>(fn)`` that runs your
+``fn`` on fresh random inputs, compares it with the package's reference, prints ✅ or ❌ with an
+explanation, and returns a :class:`~clip_tutorial.exercises.CheckResult` that is truthy when you
+passed; these checks take the keyword arguments ``trials`` (number of random inputs), ``seed`` (of
+the inputs; a fresh one by default) and ``verbose`` (print the feedback). One "predict" exercise
+(:func:`check_twin_captions_floor`) and two "diagnose" exercises (:func:`check_growing_gradients`,
+:func:`check_runaway_temperature`) take your number or letter, run the experiment themselves and
+compare. :data:`EXERCISES` lists them all in the book's order.
 
 Explained in Chapter 3 (section "Summary and exercises").
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ..data import COLOURS, SHAPES
 from ..loss import clip_loss
+from ..model import MAX_LOGIT_SCALE
 from ..retrieval import recall_at_k
 from ..train import TrainConfig, lr_at
 from .core import CheckResult, Hint, as_number, ensure_callable, finish_check, run_check
+from .predict import check_choice, check_estimate
+from .registry import Exercise
 
-__all__ = ["check_lr_schedule", "check_recall_at_k", "check_local_clip_loss", "check_loss_floor",
-           "reference_lr_schedule", "reference_recall_curve", "reference_local_clip_loss", "reference_loss_floor"]
+__all__ = ["EXERCISES", "check_lr_schedule", "check_recall_at_k", "check_local_clip_loss", "check_twin_captions_floor",
+           "check_loss_floor", "check_growing_gradients", "check_runaway_temperature", "reference_lr_schedule",
+           "reference_recall_curve", "reference_local_clip_loss", "reference_loss_floor", "TWIN_CAPTIONS",
+           "measure_twin_captions_floor", "toy_problem", "toy_training", "GROWING_GRADIENTS_CHOICES",
+           "RUNAWAY_TEMPERATURE_CHOICES"]
 
 
 # -- Exercise 1: warm-up and cosine ---------------------------------------------------------------
@@ -331,28 +343,328 @@ _FLOOR_HINTS = [
 ]
 
 
+_FLOOR_TABLE = [(16, 6), (8, 8), (1, 4), (12, 1), (32, 10), (6, 3), (20, 20)]  # (batch, distinct captions to draw from)
+
+
+def _floor_batch(g: torch.Generator, trial: int) -> tuple[list[str]]:
+    """A batch of ShapesWorld captions ("a {colour} {shape}", its second template) with repeats.
+
+    Trial 1 has no repeats; trial 3 is one caption repeated. Every caption can occur in ShapesWorld.
+    """
+    colours, combinations = list(COLOURS), len(COLOURS) * len(SHAPES)
+    batch, kinds = _FLOOR_TABLE[trial] if trial < len(_FLOOR_TABLE) else (int(torch.randint(2, 40, (), generator=g)), 0)
+    kinds = kinds or int(torch.randint(1, combinations, (), generator=g))
+    picks = torch.randperm(combinations, generator=g)[:kinds]
+    picks = picks if trial == 1 else picks[torch.randint(0, kinds, (batch,), generator=g)]  # trial 1: no repeats
+    return ([f"a {colours[int(i) // len(SHAPES)]} {SHAPES[int(i) % len(SHAPES)]}" for i in picks],)
+
+
 def check_loss_floor(fn: Callable[[list[str]], float], *, trials: int = 8, seed: int | None = None,
                      verbose: bool = True) -> CheckResult:
     """Check ``fn(captions)``: the lowest loss any model can reach on a batch with these captions (a float).
 
-    The captions are random ShapesWorld-like texts with many repeats; one batch has none, one has
-    a single caption repeated. The reference is :func:`reference_loss_floor`. Returns a
-    :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 3.3.
+    The captions are ShapesWorld captions of the form "a {colour} {shape}" with many repeats; one
+    batch has none, one has a single caption repeated. The reference is :func:`reference_loss_floor`.
+    Returns a :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 3.3.
     """
     ensure_callable(fn, "fn")
-    colours = ["red", "green", "blue", "yellow", "purple", "pink", "white", "black"]
-    shapes = ["circle", "square", "triangle", "star", "cross", "heart", "ring", "hexagon"]
-    table = [(16, 6), (8, 8), (1, 4), (12, 1), (32, 10), (6, 3), (20, 20)]  # (batch, distinct captions to draw from)
-
-    def make(g: torch.Generator, trial: int) -> tuple:
-        batch, kinds = table[trial] if trial < len(table) else (int(torch.randint(2, 40, (), generator=g)), 0)
-        kinds = kinds or int(torch.randint(1, 64, (), generator=g))
-        picks = torch.randperm(64, generator=g)[:kinds]
-        picks = picks if trial == 1 else picks[torch.randint(0, kinds, (batch,), generator=g)]  # trial 1: no repeats
-        return ([f"a {colours[int(i) // 8]} {shapes[int(i) % 8]}" for i in picks],)
-
     result = run_check(_floor(fn), lambda captions: torch.tensor(reference_loss_floor(captions), dtype=torch.float64),
-                       make, _FLOOR_HINTS, "loss_floor", trials, seed, False, arg_names=["captions"], atol=1e-9,
+                       _floor_batch, _FLOOR_HINTS, "loss_floor", trials, seed, False, arg_names=["captions"], atol=1e-9,
                        rtol=1e-7)
     return finish_check(result, verbose, f"Your floor matches the reference on {trials} batches of captions (with no "
                    "repeats, with one caption only, and with many repeats).")
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the toy experiments on one CPU thread: on such small tensors more threads only add overhead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _unanswered(name: str, what: str, verbose: bool) -> CheckResult:
+    result = CheckResult(False, f"❌ {name}: write your {what} first, then run this cell again.", name)
+    if verbose:
+        print(result.message)
+    return result
+
+
+# -- Exercise 4 (predict): two pairs share a caption -----------------------------------------------
+
+#: The batch of the "predict" exercise: eight ShapesWorld captions, the first and the fourth the same.
+TWIN_CAPTIONS: tuple[str, ...] = ("a red circle", "a blue square", "a green star", "a red circle", "a pink heart",
+                                  "a cyan cross", "a black diamond", "a yellow hexagon")
+
+
+def measure_twin_captions_floor(captions: tuple[str, ...] = TWIN_CAPTIONS, *, logit_scale: float = MAX_LOGIT_SCALE,
+                                steps: int = 300, seed: int = 0) -> float:
+    """The lowest CLIP loss that an optimiser finds for a batch with these captions, at a fixed logit scale.
+
+    The "model" is as free as a model can be: every image gets a feature vector of its own, and
+    every *distinct* caption gets one, shared by its copies, since any text encoder maps the same
+    text to the same feature. Adam moves all of them for ``steps`` steps to minimise
+    :func:`~clip_tutorial.clip_loss` at ``logit_scale`` (CLIP's largest, 100, by default); the
+    lowest loss seen is returned. Explained in Chapter 3.6 (the "predict" exercise).
+
+    Raises:
+        ValueError: if ``captions`` is empty.
+    """
+    captions = list(captions)
+    if not captions:
+        raise ValueError("captions: expected at least one caption, got none")
+    index = {caption: i for i, caption in enumerate(dict.fromkeys(captions))}
+    which = torch.tensor([index[caption] for caption in captions])
+    generator = torch.Generator().manual_seed(seed)
+    dim = len(index) + 1  # room for every distinct caption to have a direction of its own
+    images = torch.randn(len(captions), dim, generator=generator).requires_grad_()
+    texts = torch.randn(len(index), dim, generator=generator).requires_grad_()
+    optimizer = torch.optim.Adam([images, texts], lr=0.05)
+    lowest = math.inf
+    with _one_thread():
+        for _ in range(steps):
+            logits = logit_scale * F.normalize(images, dim=-1) @ F.normalize(texts[which], dim=-1).T
+            loss = clip_loss(logits)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            lowest = min(lowest, loss.item())
+    return lowest
+
+
+def check_twin_captions_floor(prediction: object, *, verbose: bool = True) -> CheckResult:
+    """Check your prediction of the lowest loss on a batch of eight pairs in which two share a caption.
+
+    The experiment is :func:`measure_twin_captions_floor` on :data:`TWIN_CAPTIONS`: free features
+    for every image and every distinct caption, optimised at a logit scale of 100. Explained in
+    Chapter 3.6.
+
+    Args:
+        prediction: your number, in nats (``None`` before you have written one).
+        verbose: print the feedback.
+
+    Returns:
+        A :class:`~clip_tutorial.exercises.CheckResult`, truthy within 0.02 nats of the measured loss.
+    """
+    if prediction is None:
+        return _unanswered("twin_captions_floor", "prediction", verbose)
+    return check_estimate(
+        prediction, measure_twin_captions_floor, name="twin_captions_floor", tolerance=0.02, unit=" nats",
+        explanation="The two pairs with the same caption have the same text feature, so each of their two image rows "
+                    "sees two equal logits, its own caption's and its twin's: the best it can do is 1/2 each, which "
+                    "costs log 2. Their two text rows are equal too and can do no better. The six other pairs can be "
+                    "made perfect (cost 0). Each direction averages over the 8 rows: 2 log 2 / 8 = log 2 / 4, about "
+                    "0.173 nats, and so does their mean.",
+        verbose=verbose)
+
+
+# -- Exercises 6 and 7 (diagnose): a toy CLIP to break -----------------------------------------------
+
+def toy_problem(seed: int = 0, *, pairs: int = 64, embed_dim: int = 16, noise: float = 0.5
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.nn.Linear, torch.nn.Linear, torch.nn.Parameter]:
+    """A toy CLIP that trains in a fraction of a second: paired vectors and two linear encoders.
+
+    Each of ``pairs`` "images" (32 numbers) and its "caption" (24 numbers) are two noisy views of
+    the same 8 hidden numbers; ``noise`` sets how noisy. A linear image encoder and a linear text
+    encoder map them into a joint space of ``embed_dim`` dimensions, and ``log_scale`` is CLIP's
+    learned logit scale, stored as its logarithm and initialised at ``log(1 / 0.07)``. The global
+    random state is left as it was. Explained in Chapter 3.6 (the "diagnose" exercises).
+
+    Returns:
+        ``(images, texts, image_encoder, text_encoder, log_scale)``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(pairs, 8, generator=generator)
+    images = hidden @ torch.randn(8, 32, generator=generator) + noise * torch.randn(pairs, 32, generator=generator)
+    texts = hidden @ torch.randn(8, 24, generator=generator) + noise * torch.randn(pairs, 24, generator=generator)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        image_encoder, text_encoder = torch.nn.Linear(32, embed_dim), torch.nn.Linear(24, embed_dim)
+    log_scale = torch.nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    return images, texts, image_encoder, text_encoder, log_scale
+
+
+def toy_training(*, steps: int, lr: float, zero_grad: bool = True, clamp_at: float | None = math.log(MAX_LOGIT_SCALE),
+                 clamp_before_step: bool = False, seed: int = 0, pairs: int = 64, embed_dim: int = 16,
+                 noise: float = 0.5) -> dict[str, list[float]]:
+    """Train :func:`toy_problem`'s toy CLIP with AdamW, with or without the mistakes of the exercises.
+
+    Full-batch steps of :func:`~clip_tutorial.clip_loss` with CLIP's AdamW settings (betas 0.9
+    and 0.98, eps 1e-6; no weight decay here). ``zero_grad=False`` forgets to reset the gradients
+    before each backward pass. After each step (before it, with ``clamp_before_step``) the
+    parameter ``log_scale`` is clamped to ``[0, clamp_at]``; ``None`` clamps nothing. The right
+    bound is ``log(100)``, the default. It runs on one CPU thread, the fastest for such small
+    tensors. Explained in Chapter 3.6.
+
+    Returns:
+        Per step: ``"loss"``, ``"grad_norm"`` (the norm of all the gradients the optimiser was given)
+        and ``"scale"`` (``log_scale.exp()`` after the step and the clamp).
+    """
+    images, texts, image_encoder, text_encoder, log_scale = toy_problem(seed, pairs=pairs, embed_dim=embed_dim,
+                                                                        noise=noise)
+    parameters = [*image_encoder.parameters(), *text_encoder.parameters(), log_scale]
+    optimizer = torch.optim.AdamW(parameters, lr=lr, betas=(0.9, 0.98), eps=1e-6, weight_decay=0.0)
+    record: dict[str, list[float]] = {"loss": [], "grad_norm": [], "scale": []}
+
+    def clamp() -> None:
+        if clamp_at is not None:
+            with torch.no_grad():
+                log_scale.clamp_(0, clamp_at)
+
+    with _one_thread():
+        for _ in range(steps):
+            if zero_grad:
+                optimizer.zero_grad()
+            image_features = F.normalize(image_encoder(images), dim=-1)
+            text_features = F.normalize(text_encoder(texts), dim=-1)
+            loss = clip_loss(log_scale.exp() * image_features @ text_features.T)
+            loss.backward()
+            if clamp_before_step:
+                clamp()
+            optimizer.step()
+            if not clamp_before_step:
+                clamp()
+            record["loss"].append(loss.item())
+            record["grad_norm"].append(float(torch.cat([p.grad.flatten() for p in parameters]).norm()))
+            record["scale"].append(float(log_scale.detach().exp()))
+    return record
+
+
+def _only_fix(name: str, fixes: dict[str, Callable[[], bool]]) -> str:
+    """The letter of the one fix that cures the symptom; an error if none or several do."""
+    cured = [letter for letter, works in fixes.items() if works()]
+    if len(cured) != 1:
+        raise RuntimeError(f"{name}: expected exactly one fix to cure the symptom, got {cured or 'none'}")
+    return cured[0]
+
+
+#: The settings of the loop that forgets to reset its gradients (Exercise 6).
+GROWING_GRADIENTS_RUN = {"steps": 50, "lr": 0.01}
+
+GROWING_GRADIENTS_CHOICES = {
+    "a": "The learning rate is too high: the steps overshoot. Divide it by 10",
+    "b": "The gradients are never reset: each backward() adds this step's gradient to all the earlier ones. "
+         "Call optimizer.zero_grad() before backward()",
+    "c": "The logit scale is not clamped, so the softmax becomes too sharp. Clamp log_scale to [0, log 100] "
+         "after each step",
+}
+
+
+def _healthy_gradients(record: dict[str, list[float]]) -> bool:
+    """A sound run near a minimum has smaller gradients at its end than at its start."""
+    return record["grad_norm"][-1] < record["grad_norm"][0]
+
+
+def _measure_growing_gradients() -> str:
+    """Apply each choice's fix to the loop that forgets to zero the gradients; return the one that cures it."""
+    broken = {**GROWING_GRADIENTS_RUN, "zero_grad": False, "clamp_at": None}
+    if _healthy_gradients(toy_training(**broken)):
+        raise RuntimeError("growing_gradients: the broken loop showed no symptom")
+    return _only_fix("growing_gradients", {
+        "a": lambda: _healthy_gradients(toy_training(**{**broken, "lr": broken["lr"] / 10})),
+        "b": lambda: _healthy_gradients(toy_training(**{**broken, "zero_grad": True})),
+        "c": lambda: _healthy_gradients(toy_training(**{**broken, "clamp_at": math.log(MAX_LOGIT_SCALE)})),
+    })
+
+
+def check_growing_gradients(answer: object, *, verbose: bool = True) -> CheckResult:
+    """Check your diagnosis of a training loop whose gradient norm grows while its loss falls.
+
+    The experiment trains :func:`toy_problem`'s toy CLIP with the broken loop, then once with
+    each choice's fix alone, and finds the one fix after which the gradients at the end of the
+    run are smaller than at its start, as they are in any run that settles into a minimum.
+    Explained in Chapter 3.6.
+
+    Args:
+        answer: the letter of your diagnosis, ``"a"``, ``"b"`` or ``"c"`` (``None`` before you choose).
+        verbose: print the feedback.
+
+    Returns:
+        A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the diagnosis is the measured one.
+    """
+    if answer is None:
+        return _unanswered("growing_gradients", "answer", verbose)
+    return check_choice(
+        answer, _measure_growing_gradients, GROWING_GRADIENTS_CHOICES, name="growing_gradients",
+        explanation="backward() accumulates: it adds the new gradient to whatever .grad already holds, which is what "
+                    "makes gradient accumulation over several small batches possible. Without zero_grad(), step t "
+                    "applies the sum of the gradients of steps 1 to t, so the optimiser keeps pushing in the "
+                    "directions of long ago. A smaller learning rate only slows that down, and the clamp never "
+                    "comes into play (the scale stays far below 100 here). Resetting the gradients is the one fix "
+                    "that lets them shrink as the loss approaches its minimum.",
+        verbose=verbose)
+
+
+#: The settings of the loop whose clamp bounds the wrong quantity (Exercise 7): a crowded joint space of 3
+#: dimensions for 128 pairs, where the loss keeps asking for a sharper softmax.
+RUNAWAY_TEMPERATURE_RUN = {"steps": 100, "lr": 0.1, "pairs": 128, "embed_dim": 3, "noise": 0.1}
+
+RUNAWAY_TEMPERATURE_CHOICES = {
+    "a": "The clamp is redundant and harmless: the forward pass of OpenAI's released model already caps "
+         "logit_scale.exp() at 100, so the loop needs no clamp",
+    "b": "The clamp runs after optimizer.step(), so the step pushes the scale past 100 before it is clamped: "
+         "clamp before the step instead",
+    "c": "log_scale holds the logarithm of the scale, so clamping it at 100 lets the scale reach e^100: "
+         "clamp it at log(100), about 4.605",
+}
+
+
+def _scale_capped(record: dict[str, list[float]]) -> bool:
+    return max(record["scale"]) <= MAX_LOGIT_SCALE * (1 + 1e-6)
+
+
+def _measure_runaway_temperature() -> str:
+    """Apply each choice's fix to the loop that clamps at 100; return the one that keeps the scale at most 100."""
+    broken = {**RUNAWAY_TEMPERATURE_RUN, "clamp_at": float(MAX_LOGIT_SCALE)}
+    if _scale_capped(toy_training(**broken)):
+        raise RuntimeError("runaway_temperature: the broken loop showed no symptom")
+    return _only_fix("runaway_temperature", {
+        "a": lambda: _scale_capped(toy_training(**{**broken, "clamp_at": None})),
+        "b": lambda: _scale_capped(toy_training(**{**broken, "clamp_before_step": True})),
+        "c": lambda: _scale_capped(toy_training(**{**broken, "clamp_at": math.log(MAX_LOGIT_SCALE)})),
+    })
+
+
+def check_runaway_temperature(answer: object, *, verbose: bool = True) -> CheckResult:
+    """Check your diagnosis of a training loop whose logit scale climbs past 100 although it is clamped.
+
+    The experiment trains :func:`toy_problem`'s toy CLIP, in a crowded joint space where the loss
+    keeps asking for a larger scale, with the broken clamp, then once with each choice's fix
+    alone, and finds the one fix that keeps ``log_scale.exp()`` at most 100 for the whole run.
+    Explained in Chapter 3.6.
+
+    Args:
+        answer: the letter of your diagnosis, ``"a"``, ``"b"`` or ``"c"`` (``None`` before you choose).
+        verbose: print the feedback.
+
+    Returns:
+        A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the diagnosis is the measured one.
+    """
+    if answer is None:
+        return _unanswered("runaway_temperature", "answer", verbose)
+    return check_choice(
+        answer, _measure_runaway_temperature, RUNAWAY_TEMPERATURE_CHOICES, name="runaway_temperature",
+        explanation="CLIP learns the logarithm of its logit scale, and the loss multiplies the similarities by "
+                    "log_scale.exp(). A bound of 100 on the logarithm allows a scale of e^100, so it never acts. "
+                    "Clamping before the step changes nothing about that bound. And OpenAI's released forward pass "
+                    "does not cap the scale at all (it computes logit_scale.exp() only): the cap at 100 is applied in "
+                    "training, to the parameter, as clamp(0, log 100).",
+        verbose=verbose)
+
+
+#: The exercises of Chapter 3, in the book's order (section "Summary and exercises").
+EXERCISES = (
+    Exercise("ch3.lr_schedule", "implement", check_lr_schedule, "Warm-up and cosine"),
+    Exercise("ch3.recall_at_k", "implement", check_recall_at_k, "Recall@K"),
+    Exercise("ch3.local_clip_loss", "implement", check_local_clip_loss, "One process's share of the loss"),
+    Exercise("ch3.twin_captions_floor", "predict", check_twin_captions_floor,
+             "Predict: the lowest loss when two captions are the same"),
+    Exercise("ch3.loss_floor", "implement", check_loss_floor, "The floor under the loss"),
+    Exercise("ch3.growing_gradients", "diagnose", check_growing_gradients,
+             "Break it and explain: gradients that grow while the loss falls"),
+    Exercise("ch3.runaway_temperature", "diagnose", check_runaway_temperature,
+             "Break it and explain: a clamped temperature that runs away"),
+)
