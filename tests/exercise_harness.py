@@ -5,6 +5,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from clip_tutorial.exercises import CheckResult
+from clip_tutorial.exercises.core import wrap_feedback
 
 
 def assert_passes(check: Callable[..., CheckResult], fn: Callable[..., Any], capsys: Any, trials: int,
@@ -13,7 +14,7 @@ def assert_passes(check: Callable[..., CheckResult], fn: Callable[..., Any], cap
     for seed in seeds:
         result = check(fn, seed=seed, trials=trials)
         assert isinstance(result, CheckResult) and result.passed and result.message.startswith("✅"), result.message
-        assert capsys.readouterr().out.strip() == result.message
+        assert capsys.readouterr().out.strip() == wrap_feedback(result.message)
 
 
 def assert_fails_with_hint(check: Callable[..., CheckResult], fn: Callable[..., Any], hint: str, capsys: Any,
@@ -24,4 +25,4 @@ def assert_fails_with_hint(check: Callable[..., CheckResult], fn: Callable[..., 
         hints = [line for line in result.message.splitlines() if line.startswith("💡 Hint:")]
         assert not result.passed and result.message.startswith("❌"), result.message
         assert len(hints) == 1 and hint in hints[0], result.message
-        assert capsys.readouterr().out.strip() == result.message
+        assert capsys.readouterr().out.strip() == wrap_feedback(result.message)

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clip_tutorial.exercises.core import wrap_feedback
 from clip_tutorial.exercises import CheckResult, ch2
 from clip_tutorial.loss import clip_loss
 from clip_tutorial.model import CLIP, CLIPConfig, VisionTransformer
@@ -75,7 +76,7 @@ def test_correct_solutions_pass(check, fn, seed, capsys):
     result = check(fn, seed=seed, trials=8)
     assert isinstance(result, CheckResult) and result.passed, result.message
     assert result.message.startswith("✅")
-    assert capsys.readouterr().out.strip() == result.message
+    assert capsys.readouterr().out.strip() == wrap_feedback(result.message)
 
 
 # -- the references agree with the model ------------------------------------------------------
@@ -158,7 +159,7 @@ def test_typical_mistakes_fail_with_their_hint(label, check, fn, hint, seed, cap
     result = check(fn, seed=seed)
     assert not result and result.message.startswith("❌")
     assert "💡 Hint:" in result.message and hint in result.message, result.message
-    assert capsys.readouterr().out.strip() == result.message
+    assert capsys.readouterr().out.strip() == wrap_feedback(result.message)
 
 
 def test_a_scaled_gradient_is_reported_as_a_factor():
@@ -228,7 +229,7 @@ def test_token_prediction_is_judged_exactly(prediction, passes, capsys):
     result = ch2.check_vit_b32_tokens(prediction)
     assert bool(result) is passes
     assert "class token" in result.message, "the explanation is shown either way"
-    assert capsys.readouterr().out.strip() == result.message
+    assert capsys.readouterr().out.strip() == wrap_feedback(result.message)
 
 
 def test_an_unwritten_prediction_or_answer_is_told_to_write_one_first(capsys):

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import clip_tutorial.distributed as distributed
+from clip_tutorial.exercises.core import wrap_feedback
 from clip_tutorial.exercises import ch3
 from clip_tutorial.loss import clip_loss
 from clip_tutorial.retrieval import retrieval_ranks

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import precision_recall_curve as sklearn_precision_recall_curve
 
+from clip_tutorial.exercises.core import wrap_feedback
 from clip_tutorial import CLIP, build_zero_shot_classifier, encode_texts, get_config
 from clip_tutorial.composition import compose_query
 from clip_tutorial.exercises import ch5
@@ -336,8 +337,8 @@ def test_the_subsampled_precision_agrees_with_the_formula():
 def test_a_right_answer_passes_and_the_feedback_fits_the_column(check, answer, capsys):
     result = check(answer)
     printed = capsys.readouterr().out
-    assert result and printed.startswith("✅") and result.message in printed
-    assert max(len(line) for line in result.message.splitlines()) <= 88
+    assert result and printed.startswith("✅") and wrap_feedback(result.message) in printed
+    assert max(len(line) for line in printed.splitlines()) <= 88
 
 
 @pytest.mark.parametrize("check,answer,shown", [(ch5.check_unnormalised_query, "a", "The experiment shows (b)"),
@@ -355,8 +356,8 @@ def test_a_percentage_is_told_to_be_a_fraction():
     assert "fraction" not in ch5.check_precision_at_low_prevalence(0.5, verbose=False).message
 
 
-@pytest.mark.parametrize("check,what", [(ch5.check_unnormalised_query, "no answer"),
-                                        (ch5.check_precision_at_low_prevalence, "no prediction")])
+@pytest.mark.parametrize("check,what", [(ch5.check_unnormalised_query, "write your answer"),
+                                        (ch5.check_precision_at_low_prevalence, "write your prediction")])
 def test_no_answer_yet_is_a_reminder_not_an_error(check, what, capsys):
     result = check(None)
     assert not result and what in result.message and what in capsys.readouterr().out

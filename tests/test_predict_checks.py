@@ -21,7 +21,19 @@ def test_estimate_accepts_a_one_element_tensor():
     assert check_estimate(torch.tensor([3.0]), lambda: 3.05, name="x", tolerance=0.1, explanation="", verbose=False)
 
 
-@pytest.mark.parametrize("prediction, error", [("four", TypeError), (None, TypeError), (float("nan"), ValueError)])
+def test_an_unanswered_prediction_gets_a_reminder_not_an_error(capsys):
+    ran = []
+    result = check_estimate(None, lambda: ran.append(1) or 1.0, name="x", tolerance=0.1, explanation="")
+    assert not result and "write your prediction first" in capsys.readouterr().out and not ran
+    assert not check_choice(None, lambda: "a", CHOICES, name="q", explanation="", verbose=False)
+
+
+def test_long_feedback_is_printed_within_the_column(capsys):
+    check_estimate(1.0, lambda: 1.0, name="x", tolerance=0.1, explanation="word " * 60)
+    assert max(len(line) for line in capsys.readouterr().out.splitlines()) <= 88
+
+
+@pytest.mark.parametrize("prediction, error", [("four", TypeError), (float("nan"), ValueError)])
 def test_estimate_names_a_bad_prediction(prediction, error):
     with pytest.raises(error, match="prediction"):
         check_estimate(prediction, lambda: 1.0, name="x", tolerance=0.1, explanation="")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..loss import clip_loss_gradient
 from ..model.transformer import causal_mask
 from ..model import CLIP, CLIPConfig, VisionTransformer, get_config
-from .core import CheckResult, Hint, run_check
+from .core import CheckResult, Hint, ask_first, report, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
 
@@ -185,9 +185,7 @@ def check_causal_mask(fn: Callable[[int], torch.Tensor], *, trials: int = 6, see
         sizes = ", ".join(str(table[t]) for t in range(min(trials, len(table))))
         more = f" and {trials - len(table)} random sizes" if trials > len(table) else ""
         result = CheckResult(True, f"✅ causal_mask: passed! Your mask matches CLIP's for n = {sizes}{more}.", result.name)
-    if verbose:
-        print(result.message)
-    return result
+    return report(result, verbose)
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -297,12 +295,6 @@ def check_eot_pooling(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
     return run_check(fn, reference_eot_pooling, make, _EOT_HINTS, "eot_pooling", trials, seed, verbose)
 
 
-def _unanswered(name: str, what: str, verbose: bool) -> CheckResult:
-    result = CheckResult(False, f"❌ {name}: write your {what} first, then run this cell again.", name)
-    if verbose:
-        print(result.message)
-    return result
-
 
 # -- predict: how many tokens does ViT-B/32 read? ------------------------------------------------
 
@@ -331,7 +323,7 @@ def check_vit_b32_tokens(prediction: object, *, verbose: bool = True) -> CheckRe
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the prediction is exact.
     """
     if prediction is None:
-        return _unanswered("vit_b32_tokens", "prediction", verbose)
+        return ask_first("vit_b32_tokens", "prediction", verbose)
     return check_estimate(
         prediction, _measure_vit_b32_tokens, name="vit_b32_tokens", tolerance=0.5, unit=" tokens",
         explanation="A 224-pixel side cut into 32-pixel patches gives 224 / 32 = 7 patches per side,\n"
@@ -400,7 +392,7 @@ def check_reversed_mask(answer: object, *, verbose: bool = True) -> CheckResult:
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the diagnosis is the measured one.
     """
     if answer is None:
-        return _unanswered("reversed_mask", "answer", verbose)
+        return ask_first("reversed_mask", "answer", verbose)
     return check_choice(
         answer, _measure_reversed_mask, REVERSED_MASK_CHOICES, name="reversed_mask",
         explanation="With -inf below the diagonal, query i may attend to keys j >= i. No row is empty\n"

@@ -27,7 +27,7 @@ from ..loss import clip_loss
 from ..model import MAX_LOGIT_SCALE
 from ..retrieval import recall_at_k
 from ..train import TrainConfig, lr_at
-from .core import CheckResult, Hint, as_number, ensure_callable, finish_check, run_check
+from .core import CheckResult, Hint, as_number, ask_first, ensure_callable, finish_check, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
 
@@ -386,12 +386,6 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _unanswered(name: str, what: str, verbose: bool) -> CheckResult:
-    result = CheckResult(False, f"❌ {name}: write your {what} first, then run this cell again.", name)
-    if verbose:
-        print(result.message)
-    return result
-
 
 # -- Exercise 4 (predict): two pairs share a caption -----------------------------------------------
 
@@ -450,7 +444,7 @@ def check_twin_captions_floor(prediction: object, *, verbose: bool = True) -> Ch
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy within 0.02 nats of the measured loss.
     """
     if prediction is None:
-        return _unanswered("twin_captions_floor", "prediction", verbose)
+        return ask_first("twin_captions_floor", "prediction", verbose)
     return check_estimate(
         prediction, measure_twin_captions_floor, name="twin_captions_floor", tolerance=0.02, unit=" nats",
         explanation="The two pairs with the same caption have the same text feature, so each of their two image rows "
@@ -586,7 +580,7 @@ def check_growing_gradients(answer: object, *, verbose: bool = True) -> CheckRes
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the diagnosis is the measured one.
     """
     if answer is None:
-        return _unanswered("growing_gradients", "answer", verbose)
+        return ask_first("growing_gradients", "answer", verbose)
     return check_choice(
         answer, _measure_growing_gradients, GROWING_GRADIENTS_CHOICES, name="growing_gradients",
         explanation="backward() accumulates: it adds the new gradient to whatever .grad already holds, which is what "
@@ -644,7 +638,7 @@ def check_runaway_temperature(answer: object, *, verbose: bool = True) -> CheckR
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the diagnosis is the measured one.
     """
     if answer is None:
-        return _unanswered("runaway_temperature", "answer", verbose)
+        return ask_first("runaway_temperature", "answer", verbose)
     return check_choice(
         answer, _measure_runaway_temperature, RUNAWAY_TEMPERATURE_CHOICES, name="runaway_temperature",
         explanation="CLIP learns the logarithm of its logit scale, and the loss multiplies the similarities by "

@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import math
 import re
-import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -32,7 +31,7 @@ from .. import convert
 from ..model import CLIP, CLIPConfig, get_config
 from ..model.transformer import QuickGELU
 from ..preprocess import center_crop
-from .core import CheckResult, Hint, as_number, ensure_callable, finish_check, run_check
+from .core import CheckResult, Hint, as_number, ask_first, ensure_callable, finish_check, report, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
 
@@ -43,23 +42,6 @@ __all__ = ["EXERCISES", "check_hf_name", "check_count_parameters", "check_quick_
            "FORGOT_TRANSPOSE_CHOICES", "SWAPPED_QK_CHOICES"]
 
 
-#: The width of a printed line: the feedback fits the book's column.
-_WIDTH = 88
-
-
-def _show(result: CheckResult, verbose: bool) -> CheckResult:
-    """Wrap the feedback's long lines to the book's column, print it if asked, and return it."""
-    lines = [textwrap.fill(line, _WIDTH, break_long_words=False, break_on_hyphens=False)
-             for line in result.message.splitlines()]
-    result = CheckResult(result.passed, "\n".join(lines), result.name)
-    if verbose:
-        print(result.message)
-    return result
-
-
-def _unanswered(name: str, what: str, verbose: bool) -> CheckResult:
-    return _show(CheckResult(False, f"❌ {name}: write your {what} first, then run this cell again.", name),
-                 verbose)
 
 
 def _trial_of(message: str) -> int | None:
@@ -191,7 +173,7 @@ def check_hf_name(fn: Callable[[str], str], *, trials: int = 24, seed: int | Non
 
     result = run_check(fn, reference_hf_name, make, _HF_NAME_HINTS, "hf_name", trials, seed, False,
                        arg_names=["key"])
-    return _show(finish_check(_reword_inputs(result, asked), False,
+    return report(finish_check(_reword_inputs(result, asked), False,
                               f"Your names match the converter's on {trials} keys: every kind of tensor of both "
                               "towers."), verbose)
 
@@ -316,7 +298,7 @@ def check_count_parameters(fn: Callable[[CLIPConfig], int], *, trials: int = 8, 
 
     result = run_check(_as_count(fn), reference_count_parameters, make, _COUNT_HINTS, "count_parameters", trials,
                        seed, False, arg_names=["config"])
-    return _show(finish_check(_reword_inputs(result, asked), False,
+    return report(finish_check(_reword_inputs(result, asked), False,
                               f"Your count matches the model's on {trials} configs, ViT-B/32 and ViT-L/14@336 "
                               "included."), verbose)
 
@@ -343,8 +325,8 @@ def check_quick_gelu_gap(prediction: object, *, verbose: bool = True) -> CheckRe
         verbose: print the feedback.
     """
     if prediction is None:
-        return _unanswered("quick_gelu_gap", "prediction", verbose)
-    return _show(check_estimate(
+        return ask_first("quick_gelu_gap", "prediction", verbose)
+    return report(check_estimate(
         prediction, _measure_quick_gelu_gap, name="quick_gelu_gap", tolerance=0.008,
         explanation="GELU is x * Phi(x), with Phi the standard normal CDF; QuickGELU is x * sigmoid(1.702 x). Their "
                     "difference is x * (sigmoid(1.702 x) - Phi(x)). The logistic curve stays within about 0.01 of "
@@ -445,8 +427,8 @@ def check_forgot_transpose(answer: object, *, verbose: bool = True) -> CheckResu
         verbose: print the feedback.
     """
     if answer is None:
-        return _unanswered("forgot_transpose", "answer", verbose)
-    return _show(check_choice(
+        return ask_first("forgot_transpose", "answer", verbose)
+    return report(check_choice(
         answer, _measure_forgot_transpose, FORGOT_TRANSPOSE_CHOICES, name="forgot_transpose",
         explanation="A strict loader compares shapes, not contents. The image projection is 48 x 32 in OpenAI's "
                     "layout and 32 x 48 as a Linear weight, so its shape gives the bug away. The text projection is "
@@ -559,8 +541,8 @@ def check_swapped_qk(answer: object, *, verbose: bool = True) -> CheckResult:
         verbose: print the feedback.
     """
     if answer is None:
-        return _unanswered("swapped_qk", "answer", verbose)
-    return _show(check_choice(
+        return ask_first("swapped_qk", "answer", verbose)
+    return report(check_choice(
         answer, _measure_swapped_qk, SWAPPED_QK_CHOICES, name="swapped_qk",
         explanation="The packed in_proj_weight stacks the query, key and value projections in that order, and "
                     "`k, q, v = packed.chunk(3)` swaps the first two. Every shape still fits, so loading succeeds. "
@@ -640,7 +622,7 @@ def check_crop_offsets(fn: Callable[[int, int, int], tuple[int, int]], *, trials
         return size + int(spare[0]), size + int(spare[1]), size
 
     result = run_check(_as_pair(fn), reference_crop_offsets, make, _CROP_HINTS, "crop_offsets", trials, seed, False)
-    return _show(finish_check(result, False, f"Your offsets match center_crop's on {trials} image sizes, ties "
+    return report(finish_check(result, False, f"Your offsets match center_crop's on {trials} image sizes, ties "
                                               "included."), verbose)
 
 
@@ -665,8 +647,8 @@ def check_fp16_error(prediction: object, *, verbose: bool = True) -> CheckResult
         verbose: print the feedback.
     """
     if prediction is None:
-        return _unanswered("fp16_error", "prediction", verbose)
-    return _show(check_estimate(
+        return ask_first("fp16_error", "prediction", verbose)
+    return report(check_estimate(
         prediction, _measure_fp16_error, name="fp16_error", tolerance=1e-4,
         explanation="float16 keeps 10 bits after the leading 1 of the significand, so neighbouring values in "
                     "[1, 2) are 2^-10 apart, and the same relative spacing holds in every power of two. Rounding to "

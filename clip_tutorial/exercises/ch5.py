@@ -15,7 +15,6 @@ Two exercises ask for a prediction or a diagnosis instead: :func:`check_unnormal
 from __future__ import annotations
 
 import functools
-import textwrap
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +30,7 @@ from ..data import ShapesWorld, class_names
 from ..data.render import COLOURS, SHAPES
 from ..shipped import load_shipped
 from ..zeroshot import build_zero_shot_classifier, encode_images, encode_texts
-from .core import CheckResult, Hint, as_number, ensure_callable, finish_check, run_check
+from .core import CheckResult, Hint, as_number, ask_first, ensure_callable, finish_check, report, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
 
@@ -273,21 +272,6 @@ def measure_unnormalised_query() -> str:
     return _unnormalised_query_facts()["letter"]
 
 
-def _write_first(name: str, what: str, verbose: bool) -> CheckResult:
-    result = CheckResult(False, f"❌ {name}: no {what} yet.\nWrite it in the cell above, then run this cell "
-                         "again.", name)
-    if verbose:
-        print(result.message)
-    return result
-
-
-def _wrapped(result: CheckResult, verbose: bool, width: int = 88) -> CheckResult:
-    """``result`` with its message wrapped to ``width`` columns (printed when ``verbose``)."""
-    lines = [textwrap.fill(line, width) for line in result.message.splitlines()]
-    result = CheckResult(result.passed, "\n".join(lines), result.name)
-    if verbose:
-        print(result.message)
-    return result
 
 
 def check_unnormalised_query(answer: Any, *, verbose: bool = True) -> CheckResult:
@@ -302,7 +286,7 @@ def check_unnormalised_query(answer: Any, *, verbose: bool = True) -> CheckResul
         ValueError: if ``answer`` is not one of the letters.
     """
     if answer is None:
-        return _write_first("unnormalised_query", 'answer ("a", "b" or "c")', verbose)
+        return ask_first("unnormalised_query", 'answer ("a", "b" or "c")', verbose)
     facts = _unnormalised_query_facts()
     low, mean_broken, high = facts["kept_broken"]
     explanation = (
@@ -316,7 +300,7 @@ def check_unnormalised_query(answer: Any, *, verbose: bool = True) -> CheckResul
         f"with several texts, so there a missing normalisation of the texts does change the answer.")
     result = check_choice(answer, measure_unnormalised_query, _UNNORMALISED_CHOICES, name="unnormalised_query",
                           explanation=explanation, verbose=False)
-    return _wrapped(result, verbose)
+    return report(result, verbose)
 
 
 # -- Exercise 4: a threshold that reaches a target precision ------------------------------------
@@ -502,7 +486,7 @@ def check_precision_at_low_prevalence(prediction: Any, *, verbose: bool = True) 
         ValueError: if ``prediction`` is not finite.
     """
     if prediction is None:
-        return _write_first("precision_at_low_prevalence", "prediction", verbose)
+        return ask_first("precision_at_low_prevalence", "prediction", verbose)
     facts = _low_prevalence_facts()
     explanation = (
         f"At the threshold, the detector finds a share r = {facts['recall']:.3f} of the circles and flags a share "
@@ -520,7 +504,7 @@ def check_precision_at_low_prevalence(prediction: Any, *, verbose: bool = True) 
     if not result and 1 < guess <= 100:
         result = CheckResult(False, result.message + "\nGive the precision as a fraction between 0 and 1 "
                              "(0.5 rather than 50).", result.name)
-    return _wrapped(result, verbose)
+    return report(result, verbose)
 
 
 # -- Exercise 6: "like this one, but blue" -------------------------------------------------------

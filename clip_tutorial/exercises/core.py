@@ -15,6 +15,7 @@ import math
 import numbers
 import re
 import secrets
+import textwrap
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CheckResult", "Hint", "check_function", "run_check"]
+__all__ = ["CheckResult", "Hint", "check_function", "run_check", "report", "wrap_feedback", "ask_first"]
 
 
 @dataclass(frozen=True)
@@ -317,10 +318,38 @@ def run_check(fn: Any, reference: Callable[..., Any], make: Callable[[torch.Gene
                           **options)
 
 
-def _finish(result: CheckResult, verbose: bool) -> CheckResult:
+#: Width of a printed line of feedback: the book's code column.
+FEEDBACK_WIDTH = 88
+
+
+def wrap_feedback(message: str, width: int = FEEDBACK_WIDTH) -> str:
+    """``message`` with each line wrapped at ``width`` columns, as :func:`report` prints it.
+
+    Indented lines (code quoted in the feedback) and long words (paths, numbers) are kept whole.
+    """
+    lines = []
+    for line in message.splitlines():
+        if len(line) <= width or line[:1].isspace():
+            lines.append(line)
+        else:
+            lines.append(textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False,
+                                       subsequent_indent="   "))
+    return "\n".join(lines)
+
+
+def report(result: CheckResult, verbose: bool) -> CheckResult:
+    """Print the feedback of ``result``, wrapped to the book's column, when ``verbose``; return ``result``."""
     if verbose:
-        print(result.message)
+        print(wrap_feedback(result.message))
     return result
+
+
+def ask_first(name: str, what: str, verbose: bool) -> CheckResult:
+    """The falsy result of a check called before the reader wrote an answer (``None``): no error, a reminder."""
+    return report(CheckResult(False, f"❌ {name}: write your {what} first, then run this cell again.", name), verbose)
+
+
+_finish = report
 
 
 class NotANumber(TypeError):
@@ -342,7 +371,4 @@ def as_number(value: Any, call: str) -> float:
 def finish_check(result: CheckResult, verbose: bool, passed: str, where: tuple[str, Any] = ("$^", "")) -> CheckResult:
     """Word the feedback in the exercise's terms (``where`` renames the position of a difference), then print."""
     message = f"✅ {result.name}: passed! {passed}" if result.passed else re.sub(*where, result.message)
-    result = CheckResult(result.passed, message, result.name)
-    if verbose:
-        print(result.message)
-    return result
+    return report(CheckResult(result.passed, message, result.name), verbose)

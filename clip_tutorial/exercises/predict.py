@@ -12,20 +12,16 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .core import CheckResult, NotANumber, as_number
+from .core import CheckResult, NotANumber, as_number, ask_first, report
 
 __all__ = ["check_estimate", "check_choice"]
-
-
-def _report(result: CheckResult, verbose: bool) -> CheckResult:
-    if verbose:
-        print(result.message)
-    return result
 
 
 def check_estimate(prediction: Any, measure: Callable[[], float], *, name: str, tolerance: float,
                    explanation: str, unit: str = "", verbose: bool = True) -> CheckResult:
     """Compare a numeric ``prediction`` with what ``measure()`` finds when it runs the experiment.
+
+    ``None`` (the notebook's stub, not yet filled in) gets a reminder and a falsy result, not an error.
 
     Args:
         prediction: the reader's number (a float, an int or a one-element tensor).
@@ -47,6 +43,8 @@ def check_estimate(prediction: Any, measure: Callable[[], float], *, name: str, 
         raise TypeError(f"measure: expected a function, got a {type(measure).__name__}")
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance > 0):
         raise ValueError(f"tolerance: expected a positive finite number, got {tolerance!r}")
+    if prediction is None:
+        return ask_first(name, "prediction", verbose)
     try:
         guess = as_number(prediction, "your prediction")
     except NotANumber as err:
@@ -58,12 +56,14 @@ def check_estimate(prediction: Any, measure: Callable[[], float], *, name: str, 
     verdict = "✅" if passed else "❌"
     message = (f"{verdict} {name}: you predicted {guess:.4g}{unit}; the experiment measured {measured:.4g}{unit} "
                f"({'within' if passed else 'outside'} ±{tolerance:g}).\n{explanation}")
-    return _report(CheckResult(passed, message, name), verbose)
+    return report(CheckResult(passed, message, name), verbose)
 
 
 def check_choice(answer: Any, measure: Callable[[], str], choices: Mapping[str, str], *, name: str,
                  explanation: str, verbose: bool = True) -> CheckResult:
     """Compare the letter the reader chose with the one that ``measure()`` finds true by experiment.
+
+    ``None`` (the notebook's stub, not yet filled in) gets a reminder and a falsy result, not an error.
 
     Args:
         answer: the reader's letter, e.g. ``"b"`` (case and surrounding spaces are ignored).
@@ -82,6 +82,8 @@ def check_choice(answer: Any, measure: Callable[[], str], choices: Mapping[str, 
     """
     if not callable(measure):
         raise TypeError(f"measure: expected a function, got a {type(measure).__name__}")
+    if answer is None:
+        return ask_first(name, f"answer ({', '.join(repr(c) for c in choices)})", verbose)
     if not isinstance(answer, str):
         raise TypeError(f"answer: expected one of the letters {', '.join(choices)} as a string, got a {type(answer).__name__}")
     letter = answer.strip().lower()
@@ -95,4 +97,4 @@ def check_choice(answer: Any, measure: Callable[[], str], choices: Mapping[str, 
     if not passed:
         lines.append(f"The experiment shows ({truth}): {choices[truth]}.")
     lines.append(explanation)
-    return _report(CheckResult(passed, "\n".join(lines), name), verbose)
+    return report(CheckResult(passed, "\n".join(lines), name), verbose)
