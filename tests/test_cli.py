@@ -1,8 +1,10 @@
 """Tests of the training command line, ``python -m clip_tutorial.train`` (Chapter 3.2)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +84,45 @@ def test_list_shows_every_recipe(capsys):
     out = capsys.readouterr().out
     for name in RECIPES:
         assert name in out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _book_pages() -> dict[str, str]:
+    """'N.M' -> the title of that page, numbered as the table of contents numbers it."""
+    import nbformat
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    numbered = next(part for part in toc["parts"] if part.get("numbered"))
+    pages = {}
+    for n, chapter in enumerate(numbered["chapters"], start=1):
+        for m, section in enumerate(chapter.get("sections", []), start=1):
+            path = ROOT / f"{section['file']}.ipynb"
+            first = nbformat.read(path, as_version=4).cells[0].source.lstrip().splitlines()[0]
+            pages[f"{n}.{m}"] = first.removeprefix("# ").strip()
+    return pages
+
+
+def test_list_numbers_pages_as_the_book_does(capsys):
+    """A description that names a page by number ('Chapter 1.6 (Limitations, measured)') names the right one."""
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    pages = _book_pages()
+    cited = re.findall(r"Chapter (\d+\.\d+) \(([^)]+)\)", out)
+    assert cited, "the probe model's description names the page that uses it"
+    for number, title in cited:
+        assert pages.get(number) == title, f"Chapter {number} is {pages.get(number)!r} in the book, not {title!r}"
+    assert not re.search(r"Chapter \d+\.\d+(?! \()", out), "name a page by its number and its title"
+
+
+def test_rewording_a_description_keeps_the_recipe(tmp_path):
+    """The description is prose: the shipped model of a recipe stays valid when only its wording changes."""
+    recipe = RECIPES["ch1-scenes"]
+    reworded = dataclasses.replace(recipe, description="another wording")
+    assert reworded == recipe and reworded.fingerprint() == recipe.fingerprint()
+    assert dataclasses.replace(recipe, n_train=recipe.n_train + 1) != recipe
 
 
 def _error(capsys, argv: list[str]) -> str:

@@ -41,12 +41,16 @@ def predict_only_classes_normalised(a, c):  # normalising the images does not ch
     return (a @ F.normalize(c, dim=-1).T).argmax(dim=-1)
 
 
-def logits_clamped(a, b, s):
+def logits_exp(a, b, s):
+    return s.exp() * cosine_rows(a, b)
+
+
+def logits_broadcast(a, b, s):
+    return torch.exp(s) * cosine_broadcast(a, b)
+
+
+def logits_clamped(a, b, s):  # not OpenAI's forward pass: it does not clamp
     return s.exp().clamp(max=100.0) * cosine_rows(a, b)
-
-
-def logits_clamp_log(a, b, s):
-    return torch.exp(torch.clamp(s, max=math.log(100.0))) * cosine_broadcast(a, b)
 
 
 CORRECT = [
@@ -56,8 +60,8 @@ CORRECT = [
     (ch1.check_contrastive_loss, loss_ce),
     (ch1.check_zero_shot_predict, predict),
     (ch1.check_zero_shot_predict, predict_only_classes_normalised),
-    (ch1.check_temperature_scaled_logits, logits_clamped),
-    (ch1.check_temperature_scaled_logits, logits_clamp_log),
+    (ch1.check_temperature_scaled_logits, logits_exp),
+    (ch1.check_temperature_scaled_logits, logits_broadcast),
 ]
 
 
@@ -67,7 +71,9 @@ def test_correct_solutions_pass(check, fn, seed, capsys):
     result = check(fn, seed=seed)
     assert isinstance(result, CheckResult) and result.passed and bool(result)
     assert result.message.startswith("✅")
-    assert capsys.readouterr().out.strip() == result.message
+    printed = capsys.readouterr().out
+    assert printed.split() == result.message.split(), "prints its message (wrapped to the column)"
+    assert all(len(line) <= 88 for line in printed.splitlines() if not line.startswith(" "))
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -80,13 +86,15 @@ def test_references_match_independent_formulas(seed):
     torch.testing.assert_close(loss_ce(logits), loss_manual(logits), atol=1e-6, rtol=1e-6)
 
 
-def test_temperature_reference_matches_the_model():
+def test_temperature_reference_matches_the_model_where_training_keeps_the_scale():
+    """The reference is OpenAI's forward, exp(logit_scale) with no clamp; training keeps the scale <= 100,
+    and there the package's model gives the same logits."""
     torch.manual_seed(0)
     config = CLIPConfig(embed_dim=16, vision_width=32, transformer_width=32, vocab_size=30, context_length=8,
                         vision_layers=1, transformer_layers=1)
     model = CLIP(config).eval()
     images, text = torch.randn(3, 3, 32, 32), torch.randint(1, 30, (4, 8))
-    for value in (math.log(1 / 0.07), 5.0):
+    for value in (math.log(1 / 0.07), 4.0, math.log(100.0)):
         with torch.no_grad():
             model.logit_scale.fill_(value)
             expected = model(images, text).logits_per_image
@@ -124,15 +132,15 @@ WRONG = [
     ("scores", ch1.check_zero_shot_predict, lambda a, c: cosine_rows(a, c), "returned the similarity scores"),
     ("float", ch1.check_zero_shot_predict, lambda a, c: predict(a, c).float(), "do not convert them to float"),
     ("no exp", ch1.check_temperature_scaled_logits, lambda a, b, s: s * cosine_rows(a, b), "logarithm"),
-    ("no clamp", ch1.check_temperature_scaled_logits, lambda a, b, s: s.exp() * cosine_rows(a, b), "Clamp the scale"),
-    ("clamp log at 100", ch1.check_temperature_scaled_logits,
-     lambda a, b, s: s.clamp(max=100).exp() * cosine_rows(a, b), "Clamp the scale"),
+    ("clamped", ch1.check_temperature_scaled_logits, logits_clamped, "does not: it multiplies by"),
+    ("clamp the log", ch1.check_temperature_scaled_logits,
+     lambda a, b, s: s.clamp(max=math.log(100)).exp() * cosine_rows(a, b), "You clamped the scale at 100"),
     ("divided", ch1.check_temperature_scaled_logits,
-     lambda a, b, s: cosine_rows(a, b) / s.exp().clamp(max=100), "do not divide"),
+     lambda a, b, s: cosine_rows(a, b) / s.exp(), "do not divide"),
     ("unnormalised", ch1.check_temperature_scaled_logits,
-     lambda a, b, s: s.exp().clamp(max=100) * (a @ b.T), "Normalise the features"),
+     lambda a, b, s: s.exp() * (a @ b.T), "Normalise the features"),
     ("transposed", ch1.check_temperature_scaled_logits,
-     lambda a, b, s: logits_clamped(b, a, s), "Rows should be images"),
+     lambda a, b, s: logits_exp(b, a, s), "Rows should be images"),
 ]
 
 
@@ -285,3 +293,63 @@ def test_check_function_argument_errors():
         check_function(_reference, _reference, None)
     with pytest.raises(ValueError, match="trials: expected a positive int, got 0"):
         check_function(_reference, _reference, _inputs, trials=0)
+
+
+# -- the "predict" and "diagnose" exercises ---------------------------------------------------
+
+def test_untrained_loss_is_about_log_n_and_a_little_above():
+    measured = ch1.measure_untrained_loss()
+    assert measured == ch1.measure_untrained_loss(), "the experiment is deterministic"
+    assert math.log(ch1.UNTRAINED_BATCH) < measured < math.log(ch1.UNTRAINED_BATCH) + 0.5, measured
+    assert math.log(16) < ch1.measure_untrained_loss(batch_size=16, models=2) < math.log(64)
+
+
+def test_untrained_loss_check_accepts_log_n_and_explains(capsys):
+    result = ch1.check_untrained_loss(math.log(64))
+    assert result and result.message.startswith("✅")
+    assert "ln 64 = 4.16" in result.message and "nats" in result.message
+    assert "✅" in capsys.readouterr().out
+    for wrong in (0.0, 1.0, 64, math.log2(64), math.log(64) / 2):
+        result = ch1.check_untrained_loss(wrong, verbose=False)
+        assert not result and "outside" in result.message and "ln 64" in result.message, wrong
+    assert ch1.check_untrained_loss(torch.tensor(4.2), verbose=False), "a one-element tensor is a number"
+
+
+def test_untrained_loss_check_handles_no_answer_and_bad_input(capsys):
+    result = ch1.check_untrained_loss(None)
+    assert not result and "write your prediction" in result.message
+    assert "write your prediction" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="prediction"):
+        ch1.check_untrained_loss("four", verbose=False)
+    with pytest.raises(ValueError, match="batch_size"):
+        ch1.measure_untrained_loss(batch_size=1)
+    with pytest.raises(ValueError, match="models"):
+        ch1.measure_untrained_loss(models=0)
+
+
+def test_shuffled_class_names_experiment_singles_out_the_order():
+    results = ch1._shuffled_experiment()
+    assert results["broken"] < 1 / 64, "a label mix-up scores below chance"
+    assert max(results["a"], results["b"]) < 1 / 64, results
+    assert results["c"] > 0.9, results
+    assert ch1.measure_shuffled_class_names() == "c"
+
+
+def test_shuffled_class_names_check(capsys):
+    right = ch1.check_shuffled_class_names(" C ")
+    assert right and "class_names()" in right.message
+    wrong = ch1.check_shuffled_class_names("b", verbose=False)
+    assert not wrong and "The experiment shows (c)" in wrong.message
+    assert "another template" in wrong.message
+    assert not ch1.check_shuffled_class_names(None, verbose=False)
+    with pytest.raises(ValueError, match="answer"):
+        ch1.check_shuffled_class_names("d", verbose=False)
+    with pytest.raises(TypeError, match="answer"):
+        ch1.check_shuffled_class_names(3, verbose=False)
+
+
+def test_chapter_one_lists_its_exercises_in_book_order():
+    keys = [exercise.key for exercise in ch1.EXERCISES]
+    assert keys == ["ch1.cosine_similarity", "ch1.temperature_scaled_logits", "ch1.contrastive_loss",
+                    "ch1.untrained_loss", "ch1.zero_shot_predict", "ch1.shuffled_class_names"]
+    assert [e.kind for e in ch1.EXERCISES].count("implement") == 4
