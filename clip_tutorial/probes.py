@@ -1,6 +1,6 @@
 """Probes that turn CLIP's known limitations into numbers: spatial relations, counting, fine detail.
 
-Explained in Chapter 1.7. Each probe renders ShapesWorld images whose content is known exactly,
+Explained in Chapter 1.6. Each probe renders ShapesWorld images whose content is known exactly,
 gives the model a few candidate captions per image (one true, the others false), and counts how
 often the model's most similar caption is the true one. The answer is a :class:`ProbeResult`
 with the accuracy and the accuracy of guessing (the chance level), so "the model fails at X"
@@ -41,7 +41,7 @@ Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 class ProbeResult:
     """The outcome of a multiple-choice probe: one image, several candidate captions, one true.
 
-    Explained in Chapter 1.7.
+    Explained in Chapter 1.6.
 
     Attributes:
         name: what was probed, e.g. ``"relation (swap)"``.
@@ -109,7 +109,7 @@ class ProbeResult:
 def choose_caption(image_features: torch.Tensor, caption_features: torch.Tensor) -> torch.Tensor:
     """Index of the most similar candidate caption for each image, by cosine similarity.
 
-    Explained in Chapter 1.7. This is zero-shot prediction with a different set of candidates per
+    Explained in Chapter 1.6. This is zero-shot prediction with a different set of candidates per
     image. Features need not be normalised; ties go to the lowest index.
 
     Args:
@@ -152,7 +152,7 @@ def multiple_choice_probe(model: CLIP, tokenizer: Tokenizer, images: torch.Tenso
                           scenes: Sequence[Sequence[ShapeSpec]] | None = None) -> ProbeResult:
     """Score a probe of your own: for each image, which of its candidate captions does the model prefer?
 
-    Explained in Chapter 1.7. Every distinct caption is embedded once.
+    Explained in Chapter 1.6. Every distinct caption is embedded once.
 
     Args:
         model: a CLIP.
@@ -235,7 +235,7 @@ def render_probe_images(scenes: Sequence[Sequence[ShapeSpec]], image_size: int =
                         seeds: Sequence[int] | None = None, normalize: bool = False) -> torch.Tensor:
     """Render scenes described object by object into one batch of images.
 
-    Explained in Chapter 1.7. Each scene is drawn with :func:`~clip_tutorial.data.render_scene`.
+    Explained in Chapter 1.6. Each scene is drawn with :func:`~clip_tutorial.data.render_scene`.
 
     Args:
         scenes: per image, the objects to draw (e.g. from :func:`~clip_tutorial.data.relation_scene`).
@@ -269,7 +269,7 @@ def relation_probe(model: CLIP, tokenizer: Tokenizer, n: int = 200, seed: int = 
                    pairs: Sequence[tuple[str, str]] | None = None, style: str = "filled") -> ProbeResult:
     """Two objects in a known relation: does the model prefer the true caption to a false one with the same words?
 
-    Explained in Chapter 1.7. Each image shows two objects that differ in colour and in shape,
+    Explained in Chapter 1.6. Each image shows two objects that differ in colour and in shape,
     e.g. a red circle left of a blue square (:func:`~clip_tutorial.data.relation_scene`). The
     true caption is ``"a red circle left of a blue square"``. The false one is, for
     ``contrast="swap"``, the same words with the objects swapped (``"a blue square left of a red
@@ -332,7 +332,7 @@ def counting_probe(model: CLIP, tokenizer: Tokenizer, n: int = 200, seed: int = 
                    distractors: bool = False) -> ProbeResult:
     """``k`` objects: does the model pick the right number among "one ...", "two ...", ...?
 
-    Explained in Chapter 1.7. Without distractors, image ``i`` shows ``k = i % max_count + 1``
+    Explained in Chapter 1.6. Without distractors, image ``i`` shows ``k = i % max_count + 1``
     identical small objects (:func:`~clip_tutorial.data.count_scene`), as in the counting
     captions of training. With ``distractors=True`` it shows ``k = i % (max_count - 1) + 1`` objects
     of the named colour plus one or more copies of the same shape in another colour, up to
@@ -389,7 +389,7 @@ def fine_grained_probe(model: CLIP, tokenizer: Tokenizer, n: int = 400, seed: in
                        pairs: Sequence[tuple[str, str]] | None = None, style: str = "filled") -> dict[str, ProbeResult]:
     """A fine distinction (which shape) and a coarse one (which colour), on the same single-object images.
 
-    Explained in Chapter 1.7. Each image shows one object of the given ``size`` at a random
+    Explained in Chapter 1.6. Each image shows one object of the given ``size`` at a random
     grid position. For the ``"shape"`` task the candidates are ``"a photo of a {colour} {shape}"``
     with the true colour and each of the eight shapes; for the ``"colour"`` task, the true shape
     and each of the eight colours. Chance is 1/8 for both. Shapes are used in turn, so each is an
