@@ -10,15 +10,10 @@ In a notebook::
     ch1.check_cosine_similarity(cosine_similarity)
 
 The check prints ✅ or ❌ with an explanation and returns a :class:`CheckResult`, truthy when your
-function passed. The checks of Chapter 1 live in ``clip_tutorial.exercises.ch1``:
-``check_cosine_similarity``, ``check_contrastive_loss``, ``check_zero_shot_predict`` and
-``check_temperature_scaled_logits``; those of Chapter 2 in ``clip_tutorial.exercises.ch2``:
-``check_patchify``, ``check_causal_mask``, ``check_loss_gradient`` and ``check_eot_pooling``; those
-of Chapter 3 in ``clip_tutorial.exercises.ch3``: ``check_lr_schedule``, ``check_recall_at_k``,
-``check_local_clip_loss`` and ``check_loss_floor``; those of Chapter 5 in
-``clip_tutorial.exercises.ch5``: ``check_zero_shot_weights``, ``check_recall_with_relevance``,
-``check_threshold_for_precision`` and ``check_compose_query``.
-:func:`check_function` is the general machinery they share; :func:`check_estimate` and
+function passed. Each chapter's checks live in ``clip_tutorial.exercises.ch1`` … ``ch5``, and
+each of those modules lists its exercises, in the book's order, as ``EXERCISES``: some ask for a
+function, others for a prediction made before running an experiment, or for the diagnosis of
+something broken. :func:`check_function` is the general machinery they share; :func:`check_estimate` and
 :func:`check_choice` check a prediction against an experiment they run. Solutions are not in the
 notebooks: :func:`show_solution` prints one on request (see :mod:`clip_tutorial.exercises.registry`).
 
