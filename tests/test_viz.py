@@ -188,3 +188,112 @@ def test_show_images_keeps_caption_line_breaks():
     texts = [t.get_text() for ax in fig.axes for t in ax.texts] + [ax.get_xlabel() for ax in fig.axes] + \
         [ax.get_title() for ax in fig.axes]
     assert any(t == "first line\nsecond line" for t in texts), texts
+
+
+# -- legible on the page ---------------------------------------------------------------------
+
+def _texts(fig):
+    """Every piece of text the figure shows."""
+    return [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+
+
+def assert_legible(fig):
+    """The figure's text is at least MIN_FONTSIZE points once the figure is shrunk to the page."""
+    shrink = min(1.0, viz.PAGE_WIDTH / fig.get_figwidth())
+    small = sorted({(round(t.get_fontsize() * shrink, 2), t.get_text()[:20]) for t in _texts(fig)
+                    if t.get_fontsize() * shrink < viz.MIN_FONTSIZE - 1e-6})
+    assert not small, f"text smaller than {viz.MIN_FONTSIZE} pt on the page: {small}"
+
+
+def _overlap(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_legible_fontsize_grows_with_a_figure_wider_than_the_page():
+    assert viz.legible_fontsize(viz.PAGE_WIDTH / 2) == 9.0
+    assert viz.legible_fontsize(viz.PAGE_WIDTH, 10) == 10.0
+    assert viz.legible_fontsize(2 * viz.PAGE_WIDTH, 9) == pytest.approx(18.0)
+    for bad in (0, -1.0, "wide", True):
+        with pytest.raises(ValueError, match="fig_width: expected a positive number"):
+            viz.legible_fontsize(bad)
+    with pytest.raises(ValueError, match="size: expected a positive number"):
+        viz.legible_fontsize(5.0, 0)
+
+
+@pytest.mark.parametrize("count, ncols, expected", [(16, 8, 8), (12, 12, 6), (20, 20, 7), (3, 8, 3), (9, 4, 3)])
+def test_show_images_fits_the_page_and_spreads_rows_evenly(count, ncols, expected):
+    captions = [f"a picture of a large hollow black star number {i}" for i in range(count)]
+    fig = viz.show_images(_uint8(count), captions, ncols=ncols, title="a grid")
+    assert fig.get_figwidth() <= viz.PAGE_WIDTH + 1e-9
+    columns = len({round(ax.get_position().x0, 3) for ax in fig.axes})
+    assert columns == expected
+    assert_legible(fig)
+
+
+def test_show_images_captions_stay_under_their_image():
+    captions = ["a picture of a large filled yellow square in the top left"] * 8
+    fig = viz.show_images(_uint8(8), captions, ncols=8)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes:
+        label, box = ax.xaxis.label.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert label.width <= box.width * 1.1 + 2, (label.width, box.width)
+        assert ax.get_xlabel().replace("\n", " ") == captions[0]
+    assert max(ax.get_xlabel().count("\n") for ax in fig.axes) >= 2  # wrapped to the narrow images
+
+
+def test_show_images_keeps_non_breaking_phrases_whole_with_fewer_columns():
+    phrase = "true:\u00a0black\u00a0hexagon CNN:\u00a0purple\u00a0triangle"
+    fig = viz.show_images(_uint8(8), [phrase] * 8, ncols=8)
+    assert all(ax.get_xlabel() == "true:\u00a0black\u00a0hexagon\nCNN:\u00a0purple\u00a0triangle" for ax in fig.axes)
+    assert len({round(ax.get_position().x0, 3) for ax in fig.axes}) < 8  # fewer, wider columns
+    fig = viz.show_images(_uint8(2), ["a red circle at the top", "a"], ncols=2, wrap=8)
+    assert fig.axes[0].get_xlabel() == "a red\ncircle\nat the\ntop"
+
+
+def test_show_images_rejects_bad_wrap_and_fontsize():
+    with pytest.raises(ValueError, match="wrap: expected a positive int or None, got 0"):
+        viz.show_images(_uint8(2), wrap=0)
+    with pytest.raises(ValueError, match="fontsize: expected a number >= 8.5"):
+        viz.show_images(_uint8(2), fontsize=6)
+
+
+def test_plot_similarity_fits_the_page_with_legible_labels():
+    captions = [f"a picture of a small hollow yellow hexagon number {i}" for i in range(8)]
+    fig = viz.plot_similarity(torch.rand(8, 8), col_labels=captions, images=_uint8(8))
+    assert fig.get_figwidth() <= viz.PAGE_WIDTH + 1e-9
+    assert_legible(fig)
+    heat = fig.axes[0]
+    assert all(t.get_rotation() == 90 for t in heat.get_xticklabels())  # long captions stand upright, whole
+    assert [t.get_text() for t in heat.get_xticklabels()] == captions
+    fig = viz.plot_similarity(torch.rand(3, 3), col_labels=["circle", "square", "star"])
+    assert all(t.get_rotation() == 0 for t in fig.axes[0].get_xticklabels())
+    assert_legible(fig)
+    assert_legible(viz.plot_similarity(torch.rand(40, 30)))
+
+
+def test_plot_accuracy_bars_legend_covers_no_bar():
+    fig = viz.plot_accuracy_bars({"CNN seen": 0.99, "CLIP seen": 1.0, "CNN unseen": 0.0, "CLIP unseen": 0.97},
+                                 chance=1 / 64, xlabel="model and test images")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    (ax,) = fig.axes
+    legend = ax.get_legend().get_window_extent(renderer)
+    for artist in [*ax.patches, *ax.texts]:
+        assert not _overlap(legend, artist.get_window_extent(renderer)), artist
+    assert fig.get_figwidth() <= viz.PAGE_WIDTH
+    assert_legible(fig)
+    many = viz.plot_accuracy_bars({f"a long bar name {i}": 0.1 * i for i in range(9)})
+    assert many.get_figwidth() <= viz.PAGE_WIDTH and many.axes[0].get_xticklabels()[0].get_rotation() == 20
+
+
+def test_plot_history_fits_the_page_and_its_legend_covers_no_curve():
+    fig = viz.plot_history({"loss": list(np.linspace(3, 1, 60)), "temperature": [0.07] * 60, "lr": [1e-3] * 60},
+                           smooth=5)
+    assert fig.get_figwidth() <= viz.PAGE_WIDTH
+    assert_legible(fig)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    loss = fig.axes[0]
+    assert not _overlap(loss.get_legend().get_window_extent(renderer), loss.get_window_extent(renderer))
+    assert len(viz.plot_history({k: [1.0, 2.0] for k in ("a", "b", "c", "d")}, keys=["a", "b", "c", "d"]).axes) == 4

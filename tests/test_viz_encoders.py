@@ -112,3 +112,29 @@ def test_show_attention_maps_rejects_mismatches(attention, captions, match):
     images = torch.stack([_image(32, seed) for seed in range(3)])
     with pytest.raises(ValueError, match=match):
         viz_encoders.show_attention_maps(images, attention, captions=captions)
+
+
+# -- legible on the page ---------------------------------------------------------------------
+
+def _assert_fits_the_page_legibly(fig):
+    assert fig.get_figwidth() <= viz.PAGE_WIDTH + 1e-9
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
+    small = sorted({(t.get_fontsize(), t.get_text()[:20]) for t in texts if t.get_fontsize() < viz.MIN_FONTSIZE})
+    assert not small, f"text smaller than {viz.MIN_FONTSIZE} pt: {small}"
+
+
+def test_the_encoder_figures_fit_the_page_legibly():
+    _assert_fits_the_page_legibly(viz_encoders.show_patches(_image(32), 8))
+    _assert_fits_the_page_legibly(viz_encoders.plot_position_similarity(torch.rand(49, 49)))
+    images = torch.stack([_image(32, seed) for seed in range(8)])
+    fig = viz_encoders.show_attention_maps(images, torch.softmax(torch.randn(8, 16), dim=-1),
+                                           captions=["a picture of a large hollow black star"] * 8)
+    _assert_fits_the_page_legibly(fig)
+
+
+def test_show_patches_numbers_only_the_first_patch_of_each_row_on_a_fine_grid():
+    fig = viz_encoders.show_patches(_image(224), 16)  # 14 x 14 patches
+    _assert_fits_the_page_legibly(fig)
+    apart = fig.get_axes()[1]
+    assert [t.get_text() for t in apart.texts] == [str(14 * row) for row in range(14)]
+    assert "196 patches" in apart.get_title().replace("\n", " ")

@@ -11,9 +11,8 @@ Explained in Chapter 1 (section "Summary and exercises").
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,7 +20,7 @@ import torch.nn.functional as F
 
 from ..loss import clip_loss
 from ..model import MAX_LOGIT_SCALE
-from .core import CheckResult, Hint, ask_first, run_check
+from .core import CheckResult, Hint, ask_first, one_thread, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
 
@@ -257,16 +256,6 @@ UNTRAINED_BATCH = 64
 UNTRAINED_MODELS = 5
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run a small experiment on one CPU thread: on such small tensors more threads only add overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
 
 def measure_untrained_loss(batch_size: int = UNTRAINED_BATCH, models: int = UNTRAINED_MODELS,
                            seed: int = 0) -> float:
@@ -293,7 +282,7 @@ def measure_untrained_loss(batch_size: int = UNTRAINED_BATCH, models: int = UNTR
     tokenizer = make_tokenizer(recipe.model.context_length)
     config = recipe.model.replace(vocab_size=tokenizer.vocab_size, eot_token_id=tokenizer.eot_id)
     losses = []
-    with _one_thread(), torch.no_grad():
+    with one_thread(), torch.no_grad():
         for k in range(models):
             torch.manual_seed(seed + k)
             model = CLIP(config).eval()
@@ -321,8 +310,6 @@ def check_untrained_loss(prediction: Any, *, verbose: bool = True) -> CheckResul
     Raises:
         TypeError: if ``prediction`` is not a number.
     """
-    if prediction is None:
-        return ask_first("untrained_loss", "prediction", verbose)
     return check_estimate(prediction, measure_untrained_loss, name="untrained_loss", tolerance=0.5,
                           explanation=_UNTRAINED_EXPLANATION, unit=" nats", verbose=verbose)
 
@@ -349,7 +336,7 @@ def _shuffled_experiment(n: int = 640, seed: int = 0) -> dict[str, float]:
     test = ShapesWorld(n, split="all", seed=seed, styles=recipe.styles, heldout=heldout)
     labels = test.labels("pair")
     seen = torch.tensor([(o[0].colour, o[0].shape) not in set(heldout) for o in test.attributes])
-    with _one_thread():
+    with one_thread():
         features = encode_images(model, test.tensors())
 
         def accuracy(names: list[str], template: str = "a photo of a {}", keep: torch.Tensor | None = None) -> float:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..loss import clip_loss_gradient
 from ..model.transformer import causal_mask
 from ..model import CLIP, CLIPConfig, VisionTransformer, get_config
-from .core import CheckResult, Hint, ask_first, report, run_check
+from .core import CheckResult, Hint, report, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
 
@@ -322,8 +322,6 @@ def check_vit_b32_tokens(prediction: object, *, verbose: bool = True) -> CheckRe
     Returns:
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the prediction is exact.
     """
-    if prediction is None:
-        return ask_first("vit_b32_tokens", "prediction", verbose)
     return check_estimate(
         prediction, _measure_vit_b32_tokens, name="vit_b32_tokens", tolerance=0.5, unit=" tokens",
         explanation="A 224-pixel side cut into 32-pixel patches gives 224 / 32 = 7 patches per side,\n"
@@ -391,8 +389,6 @@ def check_reversed_mask(answer: object, *, verbose: bool = True) -> CheckResult:
     Returns:
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the diagnosis is the measured one.
     """
-    if answer is None:
-        return ask_first("reversed_mask", "answer", verbose)
     return check_choice(
         answer, _measure_reversed_mask, REVERSED_MASK_CHOICES, name="reversed_mask",
         explanation="With -inf below the diagonal, query i may attend to keys j >= i. No row is empty\n"

@@ -14,9 +14,8 @@ Explained in Chapter 3 (section "Summary and exercises").
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -27,7 +26,7 @@ from ..loss import clip_loss
 from ..model import MAX_LOGIT_SCALE
 from ..retrieval import recall_at_k
 from ..train import TrainConfig, lr_at
-from .core import CheckResult, Hint, as_number, ask_first, ensure_callable, finish_check, run_check
+from .core import CheckResult, Hint, as_number, ensure_callable, finish_check, one_thread, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
 
@@ -375,16 +374,6 @@ def check_loss_floor(fn: Callable[[list[str]], float], *, trials: int = 8, seed:
                    "repeats, with one caption only, and with many repeats).")
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the toy experiments on one CPU thread: on such small tensors more threads only add overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
 
 
 # -- Exercise 4 (predict): two pairs share a caption -----------------------------------------------
@@ -418,7 +407,7 @@ def measure_twin_captions_floor(captions: tuple[str, ...] = TWIN_CAPTIONS, *, lo
     texts = torch.randn(len(index), dim, generator=generator).requires_grad_()
     optimizer = torch.optim.Adam([images, texts], lr=0.05)
     lowest = math.inf
-    with _one_thread():
+    with one_thread():
         for _ in range(steps):
             logits = logit_scale * F.normalize(images, dim=-1) @ F.normalize(texts[which], dim=-1).T
             loss = clip_loss(logits)
@@ -443,8 +432,6 @@ def check_twin_captions_floor(prediction: object, *, verbose: bool = True) -> Ch
     Returns:
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy within 0.02 nats of the measured loss.
     """
-    if prediction is None:
-        return ask_first("twin_captions_floor", "prediction", verbose)
     return check_estimate(
         prediction, measure_twin_captions_floor, name="twin_captions_floor", tolerance=0.02, unit=" nats",
         explanation="The two pairs with the same caption have the same text feature, so each of their two image rows "
@@ -508,7 +495,7 @@ def toy_training(*, steps: int, lr: float, zero_grad: bool = True, clamp_at: flo
             with torch.no_grad():
                 log_scale.clamp_(0, clamp_at)
 
-    with _one_thread():
+    with one_thread():
         for _ in range(steps):
             if zero_grad:
                 optimizer.zero_grad()
@@ -579,8 +566,6 @@ def check_growing_gradients(answer: object, *, verbose: bool = True) -> CheckRes
     Returns:
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the diagnosis is the measured one.
     """
-    if answer is None:
-        return ask_first("growing_gradients", "answer", verbose)
     return check_choice(
         answer, _measure_growing_gradients, GROWING_GRADIENTS_CHOICES, name="growing_gradients",
         explanation="backward() accumulates: it adds the new gradient to whatever .grad already holds, which is what "
@@ -637,8 +622,6 @@ def check_runaway_temperature(answer: object, *, verbose: bool = True) -> CheckR
     Returns:
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the diagnosis is the measured one.
     """
-    if answer is None:
-        return ask_first("runaway_temperature", "answer", verbose)
     return check_choice(
         answer, _measure_runaway_temperature, RUNAWAY_TEMPERATURE_CHOICES, name="runaway_temperature",
         explanation="CLIP learns the logarithm of its logit scale, and the loss multiplies the similarities by "

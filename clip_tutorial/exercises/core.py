@@ -9,6 +9,7 @@ Explained in Chapter 1 (the first exercises); every later chapter's exercises us
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -17,7 +18,7 @@ import re
 import secrets
 import textwrap
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -350,6 +351,17 @@ def ask_first(name: str, what: str, verbose: bool) -> CheckResult:
 
 
 _finish = report
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run a check's small experiment on one CPU thread: on such small tensors more threads only add overhead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 class NotANumber(TypeError):
