@@ -5,6 +5,11 @@ Every function builds a figure with ``matplotlib.pyplot`` and returns the
 at the end of the cell; end the last line with ``;`` (or assign the figure) so that it is not shown
 twice, and ``plt.close(fig)`` figures made in a loop.
 
+The figures are sized for the book's text column, :data:`PAGE_WIDTH` inches wide at the notebooks'
+100 dpi: a wider figure is shrunk to fit it, and its text with it. So the grids fit the column and
+write their text at no less than :data:`MIN_FONTSIZE` points as displayed; captions are wrapped to
+the width of their image. :func:`legible_fontsize` gives the font size for a figure of your own.
+
 Explained in Chapter 1 (the first pictures of ShapesWorld and of CLIP's similarity matrix).
 """
 from __future__ import annotations
@@ -18,11 +23,94 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
+from matplotlib.textpath import TextToPath
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "to_display_images", "show_images", "plot_similarity", "plot_history",
-           "plot_accuracy_bars"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "PAGE_WIDTH", "MIN_FONTSIZE", "MAX_COLUMNS", "legible_fontsize",
+           "to_display_images", "show_images", "plot_similarity", "plot_history", "plot_accuracy_bars"]
 
 from .data import MEAN as CLIP_MEAN, STD as CLIP_STD  # CLIP's per-channel pixel statistics
+
+#: Width of the book's text column, in inches at the notebooks' 100 dpi (about 750 pixels). A wider
+#: figure is shown shrunk to this width, and its text shrinks with it.
+PAGE_WIDTH = 7.5
+#: The smallest font size, in points as the figure is displayed, of the text in the book's figures.
+MIN_FONTSIZE = 8.5
+#: The most images :func:`show_images` puts in one row: eight fill the column with images about
+#: 90 pixels wide, which leaves room for a caption of a dozen characters per line.
+MAX_COLUMNS = 8
+
+_FONTSIZE = 9.0  # the grids' text size, in points as displayed
+_TEXT_TO_PATH = TextToPath()  # measures text without drawing it
+
+
+def legible_fontsize(fig_width: float, size: float = _FONTSIZE) -> float:
+    """The font size to give text in a figure ``fig_width`` inches wide so that it shows at ``size`` points.
+
+    A figure wider than :data:`PAGE_WIDTH` is displayed shrunk by ``PAGE_WIDTH / fig_width``, so
+    its text has to be written that much larger; a narrower figure is displayed as it is.
+
+    Explained in Chapter 1.
+
+    Args:
+        fig_width: the figure's width in inches (``fig.get_figwidth()``).
+        size: the size, in points, that the text should have on the page (at least
+            :data:`MIN_FONTSIZE` for the book's figures).
+
+    Raises:
+        ValueError: if ``fig_width`` or ``size`` is not a positive number.
+    """
+    for name, value in (("fig_width", fig_width), ("size", size)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name}: expected a positive number, got {value!r}")
+    return float(size) * max(1.0, float(fig_width) / PAGE_WIDTH)
+
+
+def _text_width(text: str, fontsize: float) -> float:
+    """Width, in points, of one line of ``text`` in the default font at ``fontsize``."""
+    if not text:
+        return 0.0
+    return _TEXT_TO_PATH.get_text_width_height_descent(text, FontProperties(size=fontsize), ismath=False)[0]
+
+
+def _wrap_to_width(text: str, width_pt: float, fontsize: float, max_chars: int | None = None) -> str:
+    """``text`` with line breaks so that no line is wider than ``width_pt`` points (nor ``max_chars`` long).
+
+    Lines break at ordinary spaces only, so a caller keeps a phrase together with non-breaking
+    spaces; line breaks already in ``text`` are kept. A word wider than the width on its own is
+    cut between characters.
+    """
+    space = _text_width("a a", fontsize) - 2 * _text_width("a", fontsize)
+    out = []
+    for paragraph in str(text).split("\n"):
+        lines: list[str] = []
+        line, line_width = "", 0.0
+        for word in paragraph.split(" "):
+            if not word:
+                continue
+            word_width = _text_width(word, fontsize)
+            while word_width > width_pt and len(word) > 1:  # cut a word too wide for any line
+                cut = len(word) - 1
+                while cut > 1 and _text_width(word[:cut], fontsize) > width_pt:
+                    cut -= 1
+                if line:
+                    lines.append(line)
+                lines.append(word[:cut])
+                line, line_width = "", 0.0
+                word = word[cut:]
+                word_width = _text_width(word, fontsize)
+            fits = line_width + space + word_width <= width_pt
+            short = max_chars is None or len(line) + 1 + len(word) <= max_chars
+            if line and fits and short:
+                line, line_width = f"{line} {word}", line_width + space + word_width
+            else:
+                if line:
+                    lines.append(line)
+                line, line_width = word, word_width
+        lines.append(line)
+        out.append("\n".join(lines))
+    return "\n".join(out)
 
 
 def _as_array(x: Any, name: str) -> np.ndarray:
@@ -90,26 +178,36 @@ def to_display_images(images: Any, normalized: bool = False, mean: Sequence[floa
 
 def show_images(images: Any, captions: Sequence[str] | None = None, ncols: int = 8, title: str | None = None,
                 normalized: bool = False, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
-                wrap: int = 16) -> Figure:
-    """A grid of images, each with its caption wrapped underneath.
+                wrap: int | None = None, fontsize: float = _FONTSIZE) -> Figure:
+    """A grid of images, each with its caption wrapped underneath, sized to be legible on the page.
+
+    The grid is at most :data:`PAGE_WIDTH` inches wide, so it is displayed at its own size and its
+    text at ``fontsize`` points. Rows hold at most :data:`MAX_COLUMNS` images; when ``ncols`` asks
+    for more, the images are spread evenly over as few rows as that allows. Each caption is
+    wrapped to the width of its image, at ordinary spaces (join words with a non-breaking space,
+    ``"\\u00a0"``, to keep them on one line); line breaks in a caption are kept.
 
     Explained in Chapter 1.
 
     Args:
         images: the images, in any layout :func:`to_display_images` accepts.
         captions: one caption per image, or ``None``.
-        ncols: images per row (fewer when there are fewer images).
-        title: the figure's title.
+        ncols: images per row: fewer when there are fewer images, at most :data:`MAX_COLUMNS`, and
+            fewer when a caption holds a word (or a phrase joined by non-breaking spaces) too
+            wide for a narrower image.
+        title: the figure's title, wrapped to the figure's width.
         normalized: the pixels were normalised with ``mean`` and ``std`` (CLIP's by default).
         mean: per-channel mean of the normalisation.
         std: per-channel standard deviation of the normalisation.
-        wrap: wrap captions after this many characters.
+        wrap: also wrap captions after this many characters (default: only where the image ends).
+        fontsize: the captions' size in points, on the page (at least :data:`MIN_FONTSIZE`).
 
     Returns:
         The figure, one axes per image.
 
     Raises:
-        ValueError: if the images are not an image batch or there is not one caption per image.
+        ValueError: if the images are not an image batch, there is not one caption per image, or
+            ``ncols``, ``wrap`` or ``fontsize`` is out of range.
     """
     pictures = to_display_images(images, normalized=normalized, mean=mean, std=std)
     if captions is not None:
@@ -119,23 +217,45 @@ def show_images(images: Any, captions: Sequence[str] | None = None, ncols: int =
             raise ValueError(f"captions: expected one caption per image ({len(pictures)}), got {len(captions)}")
     if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
         raise ValueError(f"ncols: expected a positive int, got {ncols!r}")
-    ncols = min(ncols, len(pictures))
-    nrows = math.ceil(len(pictures) / ncols)
-    # Wrap each line of a caption separately, so line breaks the caller put in survive.
-    wrapped = (["\n".join(textwrap.fill(line, wrap) for line in str(c).splitlines()) for c in captions]
-               if captions is not None else [])
-    lines = max((w.count("\n") + 1 for w in wrapped), default=0)
-    fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
-                             figsize=(1.5 * ncols, nrows * (1.5 + 0.17 * lines) + (0.3 if title else 0)))
+    if wrap is not None and (isinstance(wrap, bool) or not isinstance(wrap, int) or wrap < 1):
+        raise ValueError(f"wrap: expected a positive int or None, got {wrap!r}")
+    if isinstance(fontsize, bool) or not isinstance(fontsize, (int, float)) or fontsize < MIN_FONTSIZE:
+        raise ValueError(f"fontsize: expected a number >= {MIN_FONTSIZE} (points on the page), got {fontsize!r}")
+    n = len(pictures)
+    ncols = min(ncols, n, MAX_COLUMNS)
+
+    def room(columns: int) -> float:  # the width of one image, in points, less a margin between captions
+        return 72 * min(1.6, PAGE_WIDTH / columns) - 8
+
+    # The longest unbreakable piece of a caption sets a floor on the width of an image: fewer
+    # columns rather than words cut in two.
+    pieces = [word for c in (captions or []) for line in str(c).split("\n") for word in line.split(" ") if word]
+    widest = max((_text_width(word, fontsize) for word in set(pieces)), default=0.0)
+    while ncols > 1 and widest > room(ncols):
+        ncols -= 1
+    ncols = math.ceil(n / math.ceil(n / ncols))  # the same number of rows, filled evenly
+    nrows = math.ceil(n / ncols)
+    cell = min(1.6, PAGE_WIDTH / ncols)  # inches per image; the grid never outgrows the page
+    wrapped = [_wrap_to_width(c, room(ncols), fontsize, wrap) for c in captions] if captions is not None else []
+    side = cell - 0.1  # constrained layout keeps a small gap around each image
+    heights = []  # of each row: the image and its tallest caption
+    for row in range(nrows):
+        lines = max((w.count("\n") + 1 for w in wrapped[row * ncols:(row + 1) * ncols]), default=0)
+        heights.append(side + 0.1 + (lines * 1.2 * fontsize / 72 + 0.05 if lines else 0.0))
+    title_text = _wrap_to_width(title, 72 * ncols * cell - 8, fontsize + 2) if title else ""
+    title_height = (title_text.count("\n") + 1) * 1.3 * (fontsize + 2) / 72 + 0.08 if title else 0.0
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained", height_ratios=heights,
+                             figsize=(ncols * cell, sum(heights) + title_height))
     for index, ax in enumerate(axes.flat):
         if index >= len(pictures):
             fig.delaxes(ax)
             continue
         ax.imshow(pictures[index], interpolation="nearest")
         ax.set(xticks=[], yticks=[])
-        ax.set_xlabel(wrapped[index] if wrapped else "", fontsize=8)
+        ax.set_anchor("N")  # any spare height goes below the caption, between the rows
+        ax.set_xlabel(wrapped[index] if wrapped else "", fontsize=fontsize, linespacing=1.1)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title_text, fontsize=fontsize + 2)
     return fig
 
 
@@ -144,6 +264,11 @@ def plot_similarity(similarity: Any, row_labels: Sequence[str] | None = None, co
                     images_along: str = "rows", annotate: bool | None = None, normalized: bool = False,
                     cmap: str = "viridis", value_label: str = "cosine similarity") -> Figure:
     """A heatmap of a similarity matrix, e.g. images (rows) against texts (columns).
+
+    The figure fits :data:`PAGE_WIDTH` when the matrix has up to about a dozen columns (its
+    height grows with the rows), and its text is at least :data:`MIN_FONTSIZE` points on the
+    page. Column labels are written across, wrapped to their cell, or upright when a word is too
+    wide for the cell.
 
     Explained in Chapter 1.
 
@@ -184,22 +309,45 @@ def plot_similarity(similarity: Any, row_labels: Sequence[str] | None = None, co
     along = rows if images_along == "rows" else cols
     if thumbs is not None and len(thumbs) != along:
         raise ValueError(f"images: expected {along} thumbnails, one per {images_along[:-1]}, got {len(thumbs)}")
+    annotate = annotate if annotate is not None else max(rows, cols) <= 12
+    font = _FONTSIZE
+    row_text = [_wrap_to_width(textwrap.shorten(x, 60), 72 * 2.0, font) for x in labels[0]]
+    label_width = max(max(_text_width(line, font) for line in x.split("\n")) for x in row_text) / 72
+    # Only the width is bounded (a wider figure is shrunk on the page); the height may grow.
+    # Cells are square when thumbnails are drawn, so that the thumbnails are not distorted.
     extra = 1.1 if thumbs is not None else 0.0
-    width = 0.75 * (cols + (extra if images_along == "rows" else 0))
-    height = 0.75 * (rows + (extra if images_along == "cols" else 0))
-    size = (min(max(width + 3.5, 5.0), 12.0), min(max(height + 2.0, 3.5), 10.0))
-    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    across = cols + (extra if images_along == "rows" else 0)
+    down = rows + (extra if images_along == "cols" else 0)
+    fixed = label_width + 0.45 + 1.2  # row labels, the y axis title, the colour bar and its label
+    floor = 0.42 if annotate else 0.2  # room for "0.52" written in a cell, or for a label's height
+    cell_width = min(0.75, max(floor, (PAGE_WIDTH - fixed) / across))
+    cell_height = cell_width if thumbs is not None else min(0.75, max(floor, 0.22, cell_width))
+    # Column labels are written across when their words fit the cell, otherwise upright.
+    room = 72 * cell_width - 4
+    col_words = [word for x in labels[1] for word in textwrap.shorten(x, 60).split()]
+    upright = any(_text_width(word, font) > room for word in col_words)
+    col_text = ([textwrap.shorten(x, 60) for x in labels[1]] if upright
+                else [_wrap_to_width(textwrap.shorten(x, 60), room, font) for x in labels[1]])
+    if not upright and max(x.count("\n") + 1 for x in col_text) > 5:
+        upright, col_text = True, [textwrap.shorten(x, 60) for x in labels[1]]
+    col_height = (max(_text_width(x, font) for x in col_text) / 72 if upright
+                  else max(x.count("\n") + 1 for x in col_text) * 1.2 * font / 72)
+    width = across * cell_width + fixed
+    height = down * cell_height + col_height + 0.9
+    fig, ax = plt.subplots(figsize=(max(width, 4.0), max(height, 2.5)), layout="constrained")
+    font = legible_fontsize(fig.get_figwidth(), font)  # a figure wider than the page is shrunk on it
     mesh = ax.imshow(sim, cmap=cmap, aspect="auto", interpolation="nearest")
-    font = 8 if max(rows, cols) <= 12 else 6
-    ax.set_xticks(range(cols), [textwrap.fill(textwrap.shorten(x, 60), 14) for x in labels[1]], fontsize=font)
-    ax.set_yticks(range(rows), [textwrap.fill(textwrap.shorten(x, 60), 30) for x in labels[0]], fontsize=font)
+    ax.set_xticks(range(cols), col_text, fontsize=font, rotation=90 if upright else 0)
+    ax.set_yticks(range(rows), row_text, fontsize=font)
     names = ("images", "texts") if images_along == "rows" else ("texts", "images")
-    ax.set(ylabel=names[0], xlabel=names[1], title=title)
-    if annotate if annotate is not None else max(rows, cols) <= 12:
+    ax.set_ylabel(names[0], fontsize=font + 1)
+    ax.set_xlabel(names[1], fontsize=font + 1)
+    ax.set_title(title, fontsize=font + 2)
+    if annotate:
         middle = (np.nanmin(sim) + np.nanmax(sim)) / 2
         for r in range(rows):
             for c in range(cols):
-                ax.text(c, r, f"{sim[r, c]:.2f}", ha="center", va="center", fontsize=8,
+                ax.text(c, r, f"{sim[r, c]:.2f}", ha="center", va="center", fontsize=font,
                         color="black" if sim[r, c] > middle else "white")
     if thumbs is not None:
         for i, thumb in enumerate(thumbs):
@@ -208,7 +356,9 @@ def plot_similarity(similarity: Any, row_labels: Sequence[str] | None = None, co
         ax.set_xlim(-1.6 if images_along == "rows" else -0.5, cols - 0.5)
         ax.set_ylim(rows - 0.5, -1.6 if images_along == "cols" else -0.5)
         ax.spines[:].set_visible(False)
-    fig.colorbar(mesh, ax=ax, label=value_label, shrink=0.8)
+    bar = fig.colorbar(mesh, ax=ax, shrink=0.8)
+    bar.set_label(value_label, fontsize=font)
+    bar.ax.tick_params(labelsize=font)
     return fig
 
 
@@ -262,7 +412,12 @@ def plot_history(history: Any, keys: Sequence[str] | None = None, title: str = "
     for key, values in series.items():
         if len(values) != len(steps):
             raise ValueError(f"history: expected one {key!r} value per step ({len(steps)}), got {len(values)}")
-    fig, axes = plt.subplots(1, len(series), squeeze=False, figsize=(4.2 * len(series), 3.2), layout="constrained")
+    ncols = min(len(series), 3)  # three panels side by side fill the page; more go on further rows
+    nrows = math.ceil(len(series) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained",
+                             figsize=(min(PAGE_WIDTH, 4.2 * ncols), 3.0 * nrows))
+    for ax in axes.flat[len(series):]:
+        fig.delaxes(ax)
     for ax, (key, values) in zip(axes.flat, series.items()):
         y = np.asarray(values, dtype=float)
         ax.plot(steps, y, label=key)
@@ -270,11 +425,19 @@ def plot_history(history: Any, keys: Sequence[str] | None = None, title: str = "
             kernel = np.ones(smooth) / smooth
             ax.lines[-1].set_alpha(0.35)
             ax.plot(steps[smooth - 1:], np.convolve(y, kernel, mode="valid"), label=f"{key} (mean of {smooth})")
-            ax.legend(fontsize=8)
+            # under the axes, where it cannot cover the curves
+            ax.legend(fontsize=_FONTSIZE, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
         finite = y[np.isfinite(y)]
         if "loss" in key and finite.size and finite.min() > 0:
             ax.set_yscale("log")
-        ax.set(xlabel="step", ylabel=key, title=key)
+            # plain numbers at 1, 2 and 5 times the powers of ten, rather than crowded 4 x 10^0
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(key, fontsize=_FONTSIZE + 1)
+        ax.set_xlabel("step", fontsize=_FONTSIZE)
+        ax.set_ylabel(key, fontsize=_FONTSIZE)
+        ax.tick_params(labelsize=_FONTSIZE)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return fig
@@ -315,16 +478,24 @@ def plot_accuracy_bars(named_values: Mapping[str, float], title: str = "Accuracy
             raise ValueError(f"named_values: expected a finite number for {name!r}, got {values[-1]}")
     fractions = all(0.0 <= v <= 1.0 for v in values) and (chance is None or 0.0 <= chance <= 1.0)
     fmt = fmt or ("{:.1%}" if fractions else "{:.3g}")
-    fig, ax = plt.subplots(figsize=(max(3.5, 1.1 * len(names) + 1.5), 3.5), layout="constrained")
+    widest = max(_text_width(line, _FONTSIZE) for n in names for line in n.split("\n")) / 72
+    # wide enough for the bar labels to stand side by side, if the page allows it
+    width = min(PAGE_WIDTH, max(3.5, 1.1 * len(names) + 1.5, len(names) * (widest + 0.2) + 0.9))
+    fig, ax = plt.subplots(figsize=(width, 3.5), layout="constrained")
     bars = ax.bar(names, values, color=[f"C{i % 10}" for i in range(len(names))])
-    ax.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2)
+    ax.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2, fontsize=_FONTSIZE)
     if chance is not None:
         ax.axhline(float(chance), color="grey", linestyle="--", label=f"chance ({fmt.format(chance)})")
-        ax.legend(loc="upper right", fontsize=8, framealpha=0.9)
+        # beside the axes, where it cannot cover a bar or its value
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=_FONTSIZE, borderaxespad=0.0)
     if fractions:
-        ax.set_ylim(0, 1.12 if chance is None else 1.28)
+        ax.set_ylim(0, 1.12)
         ax.set_yticks(np.linspace(0, 1, 6))
     ax.set(title=title, ylabel=ylabel, xlabel=xlabel or "")
-    if max(len(n) for n in names) > 12:
+    ax.tick_params(labelsize=_FONTSIZE)
+    if widest + 0.1 > (width - 0.9) / len(names):  # no room side by side: tilt the labels
         ax.tick_params(axis="x", labelrotation=20)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
     return fig

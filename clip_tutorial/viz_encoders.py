@@ -2,14 +2,14 @@
 
 Like :mod:`clip_tutorial.viz`, every function returns a ``matplotlib.figure.Figure`` without
 calling ``plt.show()``; end the notebook line with ``;`` (or assign the figure) so that it is shown
-once.
+once. Like them, the figures fit the book's text column (:data:`clip_tutorial.viz.PAGE_WIDTH`), so
+that their text shows at its size.
 
 Explained in Chapter 2.1.
 """
 from __future__ import annotations
 
 import math
-import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .viz import CLIP_MEAN, CLIP_STD, _as_array, to_display_images
+from .viz import _FONTSIZE, CLIP_MEAN, CLIP_STD, PAGE_WIDTH, _as_array, _wrap_to_width, to_display_images
 
 __all__ = ["show_patches", "plot_position_similarity", "show_attention_maps"]
 
@@ -61,7 +61,9 @@ def show_patches(image: Any, patch_size: int, title: str | None = None, normaliz
 
     Returns:
         The figure with two axes: the whole image with its grid, and the patches pulled apart
-        (separated by white gaps of ``max(1, patch_size // 4)`` pixels) and numbered.
+        (separated by white gaps of ``max(1, patch_size // 4)`` pixels) and numbered (on a grid
+        finer than 8 x 8, only the first patch of each row carries its number, so that the
+        numbers stay legible).
 
     Raises:
         ValueError: if there is not exactly one image or its sides are not multiples of ``patch_size``.
@@ -76,24 +78,30 @@ def show_patches(image: Any, patch_size: int, title: str | None = None, normaliz
     if height % patch_size or width % patch_size:
         raise ValueError(f"patch_size: expected a divisor of the image's sides {height} x {width}, got {patch_size}")
     rows, cols = height // patch_size, width // patch_size
-    fig, (ax, apart) = plt.subplots(1, 2, figsize=(9.5, 4.6), layout="constrained")
+    fig, (ax, apart) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.9), layout="constrained")
     ax.imshow(picture, interpolation="nearest")
     for k in range(1, cols):
         ax.axvline(k * patch_size - 0.5, color="white", linewidth=1.5)
     for k in range(1, rows):
         ax.axhline(k * patch_size - 0.5, color="white", linewidth=1.5)
-    ax.set(title=f"{height} x {width} pixels, {rows} x {cols} patches", xlabel="x (pixels)", ylabel="y (pixels)")
+    panel = 72 * PAGE_WIDTH / 2 - 12  # points of width per panel title
+    ax.set_title(_wrap_to_width(f"{height} x {width} pixels, {rows} x {cols} patches", panel, _FONTSIZE + 1),
+                 fontsize=_FONTSIZE + 1)
+    ax.set(xlabel="x (pixels)", ylabel="y (pixels)")
     tiles = picture.reshape(rows, patch_size, cols, patch_size, 3).transpose(0, 2, 1, 3, 4)
     gap = max(1, patch_size // 4)
     apart.imshow(_montage(tiles.reshape(-1, patch_size, patch_size, 3), rows, cols, gap, 1.0), interpolation="nearest")
-    fontsize = 8 if rows * cols <= 64 else 5
+    every = rows * cols <= 64  # up to an 8 x 8 grid every patch has room for its number
     for index in range(rows * cols):  # the patch number in its top-left corner
         r, c = divmod(index, cols)
         apart.add_patch(Rectangle((c * (patch_size + gap) - 0.5, r * (patch_size + gap) - 0.5), patch_size, patch_size,
                                   fill=False, edgecolor="0.3", linewidth=0.8))
-        apart.text(c * (patch_size + gap), r * (patch_size + gap), str(index), fontsize=fontsize, va="top", ha="left",
-                   color="black", bbox={"facecolor": "white", "alpha": 0.7, "pad": 0.5, "linewidth": 0})
-    apart.set(xticks=[], yticks=[], title=f"the {rows * cols} patches, numbered in reading order")
+        if every or c == 0:  # on a finer grid, the first patch of each row only
+            apart.text(c * (patch_size + gap), r * (patch_size + gap), str(index), fontsize=_FONTSIZE, va="top",
+                       ha="left", color="black", bbox={"facecolor": "white", "alpha": 0.7, "pad": 0.5, "linewidth": 0})
+    numbered = "numbered in reading order" if every else "in reading order, each row's first numbered"
+    apart.set(xticks=[], yticks=[])
+    apart.set_title(_wrap_to_width(f"the {rows * cols} patches, {numbered}", panel, _FONTSIZE + 1), fontsize=_FONTSIZE + 1)
     apart.spines[:].set_visible(False)
     fig.suptitle(title or f"Cutting an image into {patch_size} x {patch_size} patches")
     return fig
@@ -130,7 +138,7 @@ def plot_position_similarity(similarity: Any, title: str = "Cosine similarity of
     grid = _square_side(sim.shape[0], "similarity")
     vmin = float(np.nanmin(sim)) if vmin is None else float(vmin)
     vmax = float(np.nanmax(sim)) if vmax is None else float(vmax)
-    side = min(1.1 * grid + 1.6, 9.0)
+    side = min(1.1 * grid + 1.6, PAGE_WIDTH - 1.2)  # the colour bar takes the rest of the page
     fig, ax = plt.subplots(figsize=(side + 1.2, side), layout="constrained")
     cmap = plt.get_cmap("viridis").with_extremes(bad="white")
     canvas = _montage(sim.reshape(-1, grid, grid), grid, grid, 1, np.nan)
@@ -176,14 +184,18 @@ def show_attention_maps(images: Any, attention: Any, captions: Sequence[str] | N
     if captions is not None and (isinstance(captions, str) or len(captions) != len(pictures)):
         raise ValueError(f"captions: expected one caption per image ({len(pictures)}), got {captions!r}")
     n = len(pictures)
-    fig, axes = plt.subplots(2, n, squeeze=False, figsize=(1.8 * n + 1.2, 4.3), layout="constrained")
+    cell = min(1.6, (PAGE_WIDTH - 1.2) / n)  # inches per image; the colour bar takes the rest of the page
+    labels = ([_wrap_to_width(str(c), 72 * cell - 6, _FONTSIZE) for c in captions] if captions is not None
+              else [f"image {i}" for i in range(n)])
+    lines = max(label.count("\n") + 1 for label in labels)
+    fig, axes = plt.subplots(2, n, squeeze=False, layout="constrained",
+                             figsize=(n * cell + 1.2, 2 * cell + lines * 1.25 * _FONTSIZE / 72 + 0.6))
     mesh = None
     for i, picture in enumerate(pictures):
         height, width = picture.shape[:2]
         axes[0, i].imshow(picture, interpolation="nearest")
         axes[0, i].set(xticks=[], yticks=[])
-        label = textwrap.fill(str(captions[i]), 18) if captions is not None else f"image {i}"
-        axes[0, i].set_title(label, fontsize=8)
+        axes[0, i].set_title(labels[i], fontsize=_FONTSIZE)
         axes[1, i].imshow(picture * 0.5, interpolation="nearest")
         mesh = axes[1, i].imshow(weights[i].reshape(grid, grid), cmap="inferno", alpha=alpha, vmin=0.0,
                                  vmax=float(weights.max()), extent=(-0.5, width - 0.5, height - 0.5, -0.5),
