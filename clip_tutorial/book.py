@@ -6,7 +6,7 @@ glue). So no number in the text is typed by hand, and a change in the computatio
 text with it. Outside the book build (Colab, a plain Jupyter) MyST-NB may be missing: the figure
 is then printed under the cell instead, so the reader still sees it.
 
-Explained in Chapter 1 ("CLIP in 60 seconds").
+Explained in Chapter 1 ("CLIP in a minute").
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ optimiser settings. :func:`train_recipe` runs it; :func:`load_or_train` returns 
 ships with the package for that recipe (:mod:`clip_tutorial.shipped`), or else the cached result of
 an earlier run with the same recipe, training only when there is neither.
 
-Explained in Chapter 1 ("CLIP in 60 seconds") and Chapter 3 (the shipped models).
+Explained in Chapter 1 ("CLIP in a minute") and Chapter 3 (the shipped models).
 """
 from __future__ import annotations
 
