@@ -109,6 +109,14 @@ def test_no_code_cell_is_without_code(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=NB_IDS)
+def test_code_fits_the_page_column(path):
+    """Code lines wider than the column scroll sideways on the rendered page (the setup cell is shared)."""
+    code = [cell for cell in _cells(path) if cell.cell_type == "code"][1:]
+    wide = [line for cell in code for line in cell.source.splitlines() if len(line) > 88]
+    assert not wide, f"code lines over 88 characters: {wide[:3]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=NB_IDS)
 def test_page_opens_with_what_you_will_learn_and_need(path):
     first = _cells(path)[0].source
     assert re.search(r"^:::\{admonition\} You will learn", first, re.MULTILINE), (
