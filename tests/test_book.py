@@ -259,3 +259,11 @@ def test_repository_urls_in_pages_agree_with_config(path):
 
 def test_landing_page_shows_the_setup_cell():
     assert SETUP_CELL in (ROOT / "intro.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("chapter", sorted(EXPECTED_CHAPTERS))
+def test_overview_pages_have_no_numbered_sections(chapter):
+    """A heading in a chapter's overview would take the number (1.1, 1.2, ...) that its first pages should have."""
+    text = (CHAPTERS / chapter / "index.md").read_text(encoding="utf-8")
+    headings = [line for line in text.splitlines() if re.match(r"#{2,} ", line)]
+    assert not headings, f"use a rubric, not a heading, on the overview page: {headings}"
