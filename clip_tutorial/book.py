@@ -15,16 +15,6 @@ from typing import Any
 __all__ = ["glue"]
 
 
-class _Text:
-    """A value whose plain-text form is ``text`` itself, so that the page shows it without quotes."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
 def glue(name: str, value: Any, fmt: str = "") -> str:
     """Make ``value`` available to the page's text as ``{glue:text}`name```, formatted with ``fmt``.
 
@@ -55,5 +45,7 @@ def glue(name: str, value: Any, fmt: str = "") -> str:
     except ImportError:
         print(f"{name} = {text}")
     else:
-        myst_glue(name, _Text(text), display=False)
+        # Glued as a str: MyST-NB reads the plain-text form back with ast.literal_eval, which takes
+        # the quotes off a str but would turn bare text such as 20,000 into the tuple (20, 0).
+        myst_glue(name, text, display=False)
     return text
