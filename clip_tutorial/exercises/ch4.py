@@ -31,7 +31,7 @@ from .. import convert
 from ..model import CLIP, CLIPConfig, get_config
 from ..model.transformer import QuickGELU
 from ..preprocess import center_crop
-from .core import CheckResult, Hint, as_number, ask_first, ensure_callable, finish_check, report, run_check
+from .core import CheckResult, Hint, as_number, ensure_callable, finish_check, report, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
 
@@ -324,8 +324,6 @@ def check_quick_gelu_gap(prediction: object, *, verbose: bool = True) -> CheckRe
         prediction: your number (``None`` before you have written one).
         verbose: print the feedback.
     """
-    if prediction is None:
-        return ask_first("quick_gelu_gap", "prediction", verbose)
     return report(check_estimate(
         prediction, _measure_quick_gelu_gap, name="quick_gelu_gap", tolerance=0.008,
         explanation="GELU is x * Phi(x), with Phi the standard normal CDF; QuickGELU is x * sigmoid(1.702 x). Their "
@@ -426,8 +424,6 @@ def check_forgot_transpose(answer: object, *, verbose: bool = True) -> CheckResu
         answer: ``"a"``, ``"b"``, ``"c"`` or ``"d"`` (``None`` before you choose).
         verbose: print the feedback.
     """
-    if answer is None:
-        return ask_first("forgot_transpose", "answer", verbose)
     return report(check_choice(
         answer, _measure_forgot_transpose, FORGOT_TRANSPOSE_CHOICES, name="forgot_transpose",
         explanation="A strict loader compares shapes, not contents. The image projection is 48 x 32 in OpenAI's "
@@ -540,8 +536,6 @@ def check_swapped_qk(answer: object, *, verbose: bool = True) -> CheckResult:
         answer: ``"a"``, ``"b"``, ``"c"`` or ``"d"`` (``None`` before you choose).
         verbose: print the feedback.
     """
-    if answer is None:
-        return ask_first("swapped_qk", "answer", verbose)
     return report(check_choice(
         answer, _measure_swapped_qk, SWAPPED_QK_CHOICES, name="swapped_qk",
         explanation="The packed in_proj_weight stacks the query, key and value projections in that order, and "
@@ -646,8 +640,6 @@ def check_fp16_error(prediction: object, *, verbose: bool = True) -> CheckResult
         prediction: your number (``None`` before you have written one).
         verbose: print the feedback.
     """
-    if prediction is None:
-        return ask_first("fp16_error", "prediction", verbose)
     return report(check_estimate(
         prediction, _measure_fp16_error, name="fp16_error", tolerance=1e-4,
         explanation="float16 keeps 10 bits after the leading 1 of the significand, so neighbouring values in "
