@@ -48,7 +48,7 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from clip_tutorial.recipes import get_recipe, train_recipe
+    from clip_tutorial.train.recipes import get_recipe, train_recipe
 
     recipe = get_recipe(args.recipe)
     runs = []

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """How fast the shipped tiny models load, each in a fresh Python process, as in a new notebook kernel.
 
-For every checkpoint in ``clip_tutorial/weights/`` a fresh ``python -c`` process times two things:
+For every checkpoint in ``clip_tutorial/weights/shipped/`` a fresh ``python -c`` process times two things:
 
-* **load**: ``clip_tutorial.shipped.load_shipped(name)`` alone, the package already imported
+* **load**: ``clip_tutorial.train.shipped.load_shipped(name)`` alone, the package already imported
   (reading the card, checking the SHA-256, building the model, loading the weights);
 * **import + load**: ``import clip_tutorial`` (which imports torch) and then the same load, from
   the first line of the process on (the interpreter's own start-up excluded).
@@ -33,7 +33,7 @@ _CHILD = """
 import json, sys, time
 started = time.perf_counter()
 import clip_tutorial
-from clip_tutorial.shipped import load_shipped
+from clip_tutorial.train.shipped import load_shipped
 imported = time.perf_counter()
 trained = load_shipped(sys.argv[1])
 done = time.perf_counter()
@@ -66,7 +66,7 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from clip_tutorial.shipped import list_shipped, shipped_card, shipped_path
+    from clip_tutorial.train.shipped import list_shipped, shipped_card, shipped_path
 
     models = []
     for name in list_shipped():

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How long one text-to-image query takes in ``clip_tutorial.search.EmbeddingIndex`` on the CPU.
+"""How long one text-to-image query takes in ``clip_tutorial.apps.search.EmbeddingIndex`` on the CPU.
 
 An index of ``--count`` random unit embeddings is built for every dimension in ``--dims`` (64, the
 shipped tiny models' ``embed_dim``, and 512, ViT-B/32's). Each query is a single vector searched
@@ -46,7 +46,7 @@ def _measure(count: int, dim: int, queries: int, warmup: int, k: int, block: int
     import numpy as np
     import torch
 
-    from clip_tutorial.search import EmbeddingIndex
+    from clip_tutorial.apps.search import EmbeddingIndex
 
     generator = torch.Generator().manual_seed(dim)
     data = torch.nn.functional.normalize(torch.randn(count, dim, generator=generator), dim=1)

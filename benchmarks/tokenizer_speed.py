@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeat and --n must be >= 1")
     torch.set_num_threads(1)
 
-    from clip_tutorial.bpe import BPETokenizer, load_merges, pretokenize
+    from clip_tutorial.text.bpe import BPETokenizer, load_merges, pretokenize
     from reference_impl import official_vocab_path, open_clip_module
 
     reference = open_clip_module("tokenizer")

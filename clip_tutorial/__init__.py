@@ -1,51 +1,69 @@
 """clip_tutorial: CLIP built piece by piece, the package behind the CLIP tutorial book.
 
-The names most notebooks need are importable from the top level; each lives in a module named
-after the concept it implements (see the API reference).
+The package is a house of layers; each imports only from the layers below it (a test checks it):
+
+==================  ===========================================================================
+``core``            the device and seeding, argument checks, the storage of weight files
+``text``            tokenizers: words, CLIP's byte-pair encoding and its trainer
+``data``            ShapesWorld, augmentation, image-caption pairs, CLIP's preprocessing
+``model``           the transformer, the vision towers, the whole CLIP, its size and cost
+``objectives``      the contrastive loss, alone and across processes
+``evaluation``      zero-shot classification and retrieval metrics
+``weights``         our checkpoints, OpenAI and Hugging Face formats, released weights, :func:`load`
+``train``           the training loop and its state, the recipes, the shipped models
+``apps``            search, calibration, linear probes, alt text, tagging, limitations, experiments
+``viz``             figures, widgets and :func:`glue`; ``exercises``: the chapters' checks
+==================  ===========================================================================
+
+``import clip_tutorial`` is cheap: the names below are imported on first use (:pep:`562`), so a
+script that trains a model never pays for matplotlib or scikit-learn.
 """
-__version__ = "0.1.0"
+from __future__ import annotations
 
-import warnings  # noqa: E402
+import importlib
+from typing import Any
 
-# `python -m clip_tutorial.train` runs a module this package has already imported; Python warns
-# about that, harmlessly (the command-line entry point lives in clip_tutorial.cli).
-warnings.filterwarnings("ignore", message=r"'clip_tutorial\.train' found in sys\.modules", category=RuntimeWarning)
+from .core.version import __version__
 
-from .device import get_device, seed_everything, setup_notebook  # noqa: E402
-from .book import glue  # noqa: E402
-from .data import ShapesWorld, class_names, heldout_combinations, vocabulary  # noqa: E402
-from .tokenizer import WordTokenizer  # noqa: E402
-from .bpe import BPETokenizer  # noqa: E402
-from .bpe_trainer import learn_bpe  # noqa: E402
-from .model import CLIP, CLIPConfig, ModifiedResNet, VisionTransformer, get_config, list_configs  # noqa: E402
-from .model.stats import count_flops, count_parameters, model_table  # noqa: E402
-from .loss import clip_loss, clip_loss_gradient  # noqa: E402
-from .train import History, TrainConfig, train_clip  # noqa: E402
-from .zeroshot import build_zero_shot_classifier, encode_images, encode_texts, zero_shot_accuracy, zero_shot_predict  # noqa: E402
-from .retrieval import recall_at_k, retrieval_metrics  # noqa: E402
-from .search import EmbeddingIndex, SearchResult, build_image_index  # noqa: E402
-from .linear_probe import LinearProbe, fit_linear_probe, k_shot_indices  # noqa: E402
-from .alt_text import compose_alt_text, describe_images  # noqa: E402
-from .composition import compose_query, slerp  # noqa: E402
-from .checkpoints import load_checkpoint, save_checkpoint  # noqa: E402
-from .preprocess import Preprocess  # noqa: E402
-from .pretrained import PretrainedUnavailableError, list_pretrained, load_pretrained  # noqa: E402
-from .recipes import RECIPES, TrainedCLIP, load_or_train, train_recipe  # noqa: E402
-from .shipped import list_shipped, load_shipped  # noqa: E402
-from .baselines import FixedClassCNN, classifier_accuracy, train_classifier  # noqa: E402
-from . import (alt_text, calibration, composition, convert, embedding_map, exercises, experiments, linear_probe,  # noqa: E402
-               probes, shipped, tagging, temperature, viz, viz_encoders, widgets)
+# Public name -> the module that defines it; imported on first access.
+_NAMES: dict[str, str] = {
+    **dict.fromkeys(["get_device", "seed_everything", "setup_notebook"], "core.device"),
+    "glue": "viz.glue",
+    **dict.fromkeys(["ShapesWorld", "class_names", "heldout_combinations", "vocabulary"], "data"),
+    "Preprocess": "data.preprocess",
+    "WordTokenizer": "text.tokenizer",
+    "BPETokenizer": "text.bpe",
+    "learn_bpe": "text.bpe_trainer",
+    **dict.fromkeys(["CLIP", "CLIPConfig", "ModifiedResNet", "VisionTransformer", "get_config", "list_configs"],
+                    "model"),
+    **dict.fromkeys(["count_flops", "count_parameters", "model_table"], "model.stats"),
+    **dict.fromkeys(["clip_loss", "clip_loss_gradient"], "objectives.loss"),
+    **dict.fromkeys(["build_zero_shot_classifier", "encode_images", "encode_texts", "zero_shot_accuracy",
+                     "zero_shot_predict"], "evaluation.zeroshot"),
+    **dict.fromkeys(["recall_at_k", "retrieval_metrics"], "evaluation.retrieval"),
+    **dict.fromkeys(["load_checkpoint", "save_checkpoint"], "weights.checkpoints"),
+    **dict.fromkeys(["PretrainedUnavailableError", "list_pretrained", "load_pretrained"], "weights.pretrained"),
+    **dict.fromkeys(["History", "TrainConfig", "train_clip"], "train.loop"),
+    **dict.fromkeys(["RECIPES", "TrainedCLIP", "train_recipe"], "train.recipes"),
+    **dict.fromkeys(["list_shipped", "load_shipped", "load_or_train"], "train.shipped"),
+}
+_SUBPACKAGES = ("core", "text", "data", "model", "objectives", "evaluation", "weights", "train", "apps", "viz",
+                "exercises", "cli")
 
-__all__ = [
-    "__version__", "get_device", "seed_everything", "setup_notebook", "glue", "ShapesWorld", "class_names",
-    "heldout_combinations", "vocabulary", "WordTokenizer", "BPETokenizer", "learn_bpe", "CLIP", "CLIPConfig",
-    "ModifiedResNet", "VisionTransformer", "get_config", "list_configs", "count_flops", "count_parameters",
-    "model_table", "clip_loss", "clip_loss_gradient", "History", "TrainConfig", "train_clip", "build_zero_shot_classifier", "encode_images",
-    "encode_texts", "zero_shot_accuracy", "zero_shot_predict", "recall_at_k", "retrieval_metrics", "EmbeddingIndex", "SearchResult", "build_image_index",
-    "LinearProbe", "fit_linear_probe", "k_shot_indices", "compose_alt_text", "describe_images", "compose_query", "slerp",
-    "load_checkpoint", "save_checkpoint", "Preprocess",
-    "PretrainedUnavailableError", "list_pretrained", "load_pretrained", "RECIPES",
-    "TrainedCLIP", "load_or_train", "train_recipe", "list_shipped", "load_shipped", "FixedClassCNN", "classifier_accuracy", "train_classifier",
-    "alt_text", "calibration", "composition", "convert", "embedding_map", "exercises", "experiments", "linear_probe", "probes",
-    "shipped", "tagging", "temperature", "viz", "viz_encoders", "widgets",
-]
+__all__ = ["__version__", *_NAMES, *_SUBPACKAGES]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name, or a layer, the first time it is used."""
+    if name in _NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,6 +1,6 @@
 """The command line that trains a recipe: ``python -m clip_tutorial.train --recipe ch1-demo``.
 
-It trains one of :data:`clip_tutorial.recipes.RECIPES`, optionally saving the training state every
+It trains one of :data:`clip_tutorial.train.recipes.RECIPES`, optionally saving the training state every
 few steps so that ``--resume`` can continue an interrupted run, measures the zero-shot accuracy,
 and writes ``<out>/model.safetensors`` with its description ``<out>/model.json``, whose
 ``metadata`` is the model card: the recipe, the training configuration, the data seed, the
@@ -8,7 +8,7 @@ measured metrics and the versions that produced it (the SHA-256 of the weights s
 
 Launched by ``torchrun`` (``torchrun --nproc_per_node=2 --standalone -m clip_tutorial.train ...``)
 it trains on that many processes: each builds the same data, joins the process group
-(:func:`clip_tutorial.distributed.setup_distributed`, ``gloo`` on the CPU, ``nccl`` on GPUs) and
+(:func:`clip_tutorial.objectives.distributed.setup_distributed`, ``gloo`` on the CPU, ``nccl`` on GPUs) and
 runs :func:`clip_tutorial.train.train_clip`, which splits every batch between them; only rank 0
 shows progress, prints and writes files, and the model card records the number of processes.
 
@@ -102,7 +102,7 @@ def _model_card(trained: Any, args: argparse.Namespace, device: Any, argv: Seque
                 world_size: int) -> dict[str, Any]:
     import torch
 
-    from . import __version__
+    from clip_tutorial.core import __version__
 
     recipe, history = trained.recipe, trained.history
     return {
@@ -126,11 +126,11 @@ def _model_card(trained: Any, args: argparse.Namespace, device: Any, argv: Seque
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from .checkpoints import save_checkpoint
-    from .device import get_device
-    from .distributed import cleanup, setup_distributed
-    from .recipes import RECIPES, train_recipe
-    from .train_state import latest_training_state
+    from clip_tutorial.weights.checkpoints import save_checkpoint
+    from clip_tutorial.core.device import get_device
+    from clip_tutorial.objectives.distributed import cleanup, setup_distributed
+    from clip_tutorial.train.recipes import RECIPES, train_recipe
+    from clip_tutorial.train.state import latest_training_state
 
     if args.list:
         for name, recipe in RECIPES.items():

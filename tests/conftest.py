@@ -7,8 +7,8 @@ import torch
 from hypothesis import settings
 
 from clip_tutorial.model import CLIP, CLIPConfig
-from clip_tutorial.recipes import make_tokenizer
-from clip_tutorial.tokenizer import WordTokenizer
+from clip_tutorial.train.recipes import make_tokenizer
+from clip_tutorial.text.tokenizer import WordTokenizer
 
 # In CI (the CI variable is set) every property test draws the same examples on every run, so a
 # run is red only because of a change; run pytest locally to explore new examples.

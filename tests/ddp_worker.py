@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from clip_tutorial.distributed import (all_reduce_mean, cleanup, distributed_clip_loss, gather_features,
+from clip_tutorial.objectives.distributed import (all_reduce_mean, cleanup, distributed_clip_loss, gather_features,
                                        setup_distributed)
 from clip_tutorial.model import CLIP
 

@@ -10,13 +10,13 @@ from conftest import make_tiny_clip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clip_tutorial.alt_text import (ATTRIBUTE_TEMPLATES, ATTRIBUTES, attribute_accuracy, compose_alt_text,
+from clip_tutorial.apps.alt_text import (ATTRIBUTE_TEMPLATES, ATTRIBUTES, attribute_accuracy, compose_alt_text,
                                     describe_features, describe_images)
 from clip_tutorial.data import COLOURS, POSITIONS, SHAPES, SIZES, STYLES, ShapesWorld, ShapeSpec
 from clip_tutorial.data.matching import parse_query
 from clip_tutorial.data.shapesworld import SIZE_WORDS, STYLE_WORDS, WHERE_PHRASES
-from clip_tutorial.shipped import load_shipped
-from clip_tutorial.zeroshot import encode_images
+from clip_tutorial.train.shipped import load_shipped
+from clip_tutorial.evaluation.zeroshot import encode_images
 
 
 @pytest.fixture(scope="module")

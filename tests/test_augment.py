@@ -12,7 +12,7 @@ from PIL import Image
 
 from clip_tutorial.data.augment import (DEFAULT_RATIO, OPEN_CLIP_SCALE, TORCHVISION_SCALE, RandomResizedCrop,
                                         random_resized_crop, random_resized_crop_pil, sample_crop_boxes)
-from clip_tutorial.preprocess import preprocess
+from clip_tutorial.data.preprocess import preprocess
 
 
 def _boxes_respect(boxes: torch.Tensor, height: int, width: int, scale, ratio) -> None:

@@ -1,10 +1,10 @@
-"""Tests of the fixed-class CNN baseline (clip_tutorial.baselines)."""
+"""Tests of the fixed-class CNN baseline (clip_tutorial.apps.baselines)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from clip_tutorial.baselines import FixedClassCNN, classifier_accuracy, train_classifier
+from clip_tutorial.apps.baselines import FixedClassCNN, classifier_accuracy, train_classifier
 
 
 def _separable(n_per_class: int = 8, num_classes: int = 3, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,9 +12,9 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from clip_tutorial.bpe import END_OF_WORD, BPETokenizer, bytes_to_unicode, clean_text, load_merges, pretokenize
-from clip_tutorial.bpe_trainer import learn_bpe
-from clip_tutorial.tokenizer import WordTokenizer
+from clip_tutorial.text.bpe import END_OF_WORD, BPETokenizer, bytes_to_unicode, clean_text, load_merges, pretokenize
+from clip_tutorial.text.bpe_trainer import learn_bpe
+from clip_tutorial.text.tokenizer import WordTokenizer
 from reference_impl import official_vocab_path, open_clip_module
 
 ASSET = "clip_tutorial/assets/bpe_simple_vocab_16e6.txt.gz"

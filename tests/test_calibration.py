@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clip_tutorial.calibration import (CalibratedThreshold, calibrate_threshold, f1_score, precision_recall_at,
+from clip_tutorial.apps.calibration import (CalibratedThreshold, calibrate_threshold, f1_score, precision_recall_at,
                                        precision_recall_curve, roc_auc, roc_curve, threshold_for_precision,
                                        threshold_for_recall)
 
@@ -194,7 +194,7 @@ def test_bad_targets_and_thresholds():
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_false_positive_rate_matches_brute_force_and_the_roc_curve(seed):
-    from clip_tutorial.calibration import false_positive_rate_at
+    from clip_tutorial.apps.calibration import false_positive_rate_at
 
     scores, labels = make_data(seed)
     fpr_curve, _, thresholds = roc_curve(scores, labels)
@@ -207,7 +207,7 @@ def test_false_positive_rate_matches_brute_force_and_the_roc_curve(seed):
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_precision_at_prevalence_reproduces_measured_precision_and_resampling(seed):
-    from clip_tutorial.calibration import false_positive_rate_at, precision_at_prevalence
+    from clip_tutorial.apps.calibration import false_positive_rate_at, precision_at_prevalence
 
     scores, labels = make_data(seed, n=400)
     prevalence = labels.mean()
@@ -224,7 +224,7 @@ def test_precision_at_prevalence_reproduces_measured_precision_and_resampling(se
 
 
 def test_precision_at_prevalence_edges_and_errors():
-    from clip_tutorial.calibration import false_positive_rate_at, precision_at_prevalence
+    from clip_tutorial.apps.calibration import false_positive_rate_at, precision_at_prevalence
 
     assert precision_at_prevalence(0.9, 0.0, 0.01) == 1.0
     assert precision_at_prevalence(0.0, 0.0, 0.5) == 1.0  # nothing flagged: no false alarm

@@ -1,4 +1,4 @@
-"""Tests of clip_tutorial.checkpoints: safetensors round trips and every way a checkpoint can be bad."""
+"""Tests of clip_tutorial.weights.checkpoints: safetensors round trips and every way a checkpoint can be bad."""
 from __future__ import annotations
 
 import hashlib
@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from clip_tutorial import checkpoints
-from clip_tutorial.checkpoints import Checkpoint, checkpoint_paths, load_checkpoint, save_checkpoint
+from clip_tutorial.weights import checkpoints
+from clip_tutorial.weights.checkpoints import Checkpoint, checkpoint_paths, load_checkpoint, save_checkpoint
 from clip_tutorial.model import CLIP, CLIPConfig
-from clip_tutorial.bpe import OFFICIAL_NUM_MERGES, BPETokenizer, load_merges
-from clip_tutorial.bpe_trainer import learn_bpe
-from clip_tutorial.tokenizer import WordTokenizer
+from clip_tutorial.text.bpe import OFFICIAL_NUM_MERGES, BPETokenizer, load_merges
+from clip_tutorial.text.bpe_trainer import learn_bpe
+from clip_tutorial.text.tokenizer import WordTokenizer
 
 SMALL = CLIPConfig(
     embed_dim=16, image_resolution=16, vision_layers=1, vision_width=32, vision_patch_size=8,

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from clip_tutorial.checkpoints import load_checkpoint
+from clip_tutorial.weights.checkpoints import load_checkpoint
 from clip_tutorial.cli import main
 from clip_tutorial.model import CLIPConfig
-from clip_tutorial.recipes import RECIPES, Recipe
+from clip_tutorial.train.recipes import RECIPES, Recipe
 from clip_tutorial.train import TrainConfig
 
 _TINY = Recipe(

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from clip_tutorial.composition import compose_query, interpolate, slerp
+from clip_tutorial.apps.query_arithmetic import compose_query, interpolate, slerp
 
 
 def _unit(seed: int, *shape: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import torch
 from reference_impl import open_clip_module
 from test_model import _random_text
 
-from clip_tutorial.convert import (
+from clip_tutorial.weights.convert import (
     config_from_state_dict,
     export_hf,
     from_hf,

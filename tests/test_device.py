@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import clip_tutorial
-from clip_tutorial.device import get_device, seed_everything, setup_notebook
+from clip_tutorial.core.device import get_device, seed_everything, setup_notebook
 
 ENV = "CLIP_TUTORIAL_DEVICE"
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from clip_tutorial.distributed import (all_reduce_mean, average_gradients, barrier, broadcast_parameters, cleanup,
+from clip_tutorial.objectives.distributed import (all_reduce_mean, average_gradients, barrier, broadcast_parameters, cleanup,
                                        distributed_clip_loss, gather_features, is_distributed, rank_and_world,
                                        setup_distributed)
-from clip_tutorial.loss import clip_loss
+from clip_tutorial.objectives.loss import clip_loss
 from conftest import make_tiny_clip
 
 WORKER = Path(__file__).with_name("ddp_worker.py")

@@ -12,7 +12,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from clip_tutorial.embedding_map import (PCA, fit_pca, joint_projection, nearest_centroid_accuracy,  # noqa: E402
+from clip_tutorial.viz.embedding_map import (PCA, fit_pca, joint_projection, nearest_centroid_accuracy,  # noqa: E402
                                          plot_embedding_map, tsne_available)
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from clip_tutorial.exercises.core import wrap_feedback
 from clip_tutorial.exercises import CheckResult, ch2
-from clip_tutorial.loss import clip_loss
+from clip_tutorial.objectives.loss import clip_loss
 from clip_tutorial.model import CLIP, CLIPConfig, VisionTransformer
 
 SEEDS = [0, 1]

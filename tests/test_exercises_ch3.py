@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import clip_tutorial.distributed as distributed
+import clip_tutorial.objectives.distributed as distributed
 from clip_tutorial.exercises.core import wrap_feedback
 from clip_tutorial.exercises import ch3
-from clip_tutorial.loss import clip_loss
-from clip_tutorial.retrieval import retrieval_ranks
+from clip_tutorial.objectives.loss import clip_loss
+from clip_tutorial.evaluation.retrieval import retrieval_ranks
 from clip_tutorial.train import TrainConfig, lr_at
 from exercise_harness import assert_fails_with_hint, assert_passes
 

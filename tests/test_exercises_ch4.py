@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from clip_tutorial.exercises.core import wrap_feedback
-from clip_tutorial import convert, pretrained
+from clip_tutorial.weights import convert, pretrained
 from clip_tutorial.exercises import ch4, registry
 from clip_tutorial.model import CLIP, CLIPConfig, get_config, list_configs
 from exercise_harness import assert_fails_with_hint, assert_passes

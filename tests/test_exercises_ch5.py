@@ -11,9 +11,9 @@ from sklearn.metrics import precision_recall_curve as sklearn_precision_recall_c
 
 from clip_tutorial.exercises.core import wrap_feedback
 from clip_tutorial import CLIP, build_zero_shot_classifier, encode_texts, get_config
-from clip_tutorial.composition import compose_query
+from clip_tutorial.apps.query_arithmetic import compose_query
 from clip_tutorial.exercises import ch5
-from clip_tutorial.recipes import make_tokenizer
+from clip_tutorial.train.recipes import make_tokenizer
 from exercise_harness import assert_fails_with_hint, assert_passes
 
 SEEDS = [0, 1]

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clip_tutorial import TrainConfig
-from clip_tutorial.experiments import (ExperimentData, duplicate_loss_floor, expected_duplicate_floor,
+from clip_tutorial.apps.experiments import (ExperimentData, duplicate_loss_floor, expected_duplicate_floor,
                                        make_experiment_data, run_short, sweep)
-from clip_tutorial.loss import caption_positives, clip_loss, multi_positive_clip_loss
+from clip_tutorial.objectives.loss import caption_positives, clip_loss, multi_positive_clip_loss
 
 WORDS = ["red circle", "blue square", "green star", "a photo of a red circle", "pink heart", "x"]
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.linear_model import LogisticRegression
 
-from clip_tutorial.linear_probe import DEFAULT_CS, LinearProbe, fit_linear_probe, k_shot_indices
+from clip_tutorial.apps.linear_probe import DEFAULT_CS, LinearProbe, fit_linear_probe, k_shot_indices
 
 
 def blobs(n_per_class: int, classes: int = 4, dim: int = 6, seed: int = 0, spread: float = 0.8):

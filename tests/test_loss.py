@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from clip_tutorial.loss import clip_loss, contrastive_accuracy
+from clip_tutorial.objectives.loss import clip_loss, contrastive_accuracy
 
 
 def naive_clip_loss(logits: list[list[float]]) -> float:
@@ -200,7 +200,7 @@ def test_loss_is_invariant_to_relabelling_the_pairs(matrix, data):
 
 # -- Chapter 2.3: the closed-form gradient and the multi-positive loss ------------------------
 
-from clip_tutorial.loss import caption_positives, clip_loss_gradient, multi_positive_clip_loss  # noqa: E402
+from clip_tutorial.objectives.loss import caption_positives, clip_loss_gradient, multi_positive_clip_loss  # noqa: E402
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 16])

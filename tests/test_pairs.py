@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_tutorial.bpe import BPETokenizer
+from clip_tutorial.text.bpe import BPETokenizer
 from clip_tutorial.data import normalize_images
 from clip_tutorial.data.augment import RandomResizedCrop
 from clip_tutorial.data.pairs import CaptionCollator, ImageCaptionPairs
-from clip_tutorial.preprocess import preprocess
-from clip_tutorial.tokenizer import WordTokenizer
+from clip_tutorial.data.preprocess import preprocess
+from clip_tutorial.text.tokenizer import WordTokenizer
 
 WORDS = ["a", "photo", "of", "number"] + [str(i) for i in range(12)]
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from clip_tutorial.data import normalize_images
-from clip_tutorial.preprocess import Preprocess, center_crop, preprocess, resize_shortest_side
+from clip_tutorial.data.preprocess import Preprocess, center_crop, preprocess, resize_shortest_side
 
 ATOL = 1e-6
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 from torch import nn
 
-import clip_tutorial.pretrained as pretrained
+import clip_tutorial.weights.pretrained as pretrained
 from clip_tutorial import CLIP, get_config
-from clip_tutorial.pretrained import (PRETRAINED, ChecksumError, PretrainedSource, PretrainedUnavailableError,
+from clip_tutorial.weights.pretrained import (PRETRAINED, ChecksumError, PretrainedSource, PretrainedUnavailableError,
                                       download_verified, list_pretrained, load_pretrained, read_state_dict)
-from clip_tutorial.safe_load import UnsafeArchiveError, is_torchscript_archive, read_torchscript_state_dict
+from clip_tutorial.weights.torchscript import UnsafeArchiveError, is_torchscript_archive, read_torchscript_state_dict
 
 # torch.jit is deprecated, but it is how OpenAI's files were written, so the tests write archives with it.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
@@ -129,7 +129,7 @@ def test_reader_big_endian_archive(archives, tmp_path):
 
 def _storage_element_sizes(pkl: bytes) -> dict[str, int]:
     """Storage key -> element size, read from the pickle's persistent ids without building tensors."""
-    from clip_tutorial.safe_load import STORAGE_DTYPES
+    from clip_tutorial.weights.torchscript import STORAGE_DTYPES
 
     sizes = {}
 

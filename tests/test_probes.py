@@ -1,4 +1,4 @@
-"""Tests of clip_tutorial.probes: the captions match the rendered scenes, the scoring is right, bad input is refused."""
+"""Tests of clip_tutorial.apps.limitations: the captions match the rendered scenes, the scoring is right, bad input is refused."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,7 @@ from conftest import make_tiny_clip
 
 from clip_tutorial.data import COLOURS, RELATIONS, SHAPES, count_scene, relation_scene, render_scene
 from clip_tutorial.data import MEAN, STD
-from clip_tutorial.probes import (OPPOSITE_RELATION, ProbeResult, choose_caption, counting_probe, fine_grained_probe,
+from clip_tutorial.apps.limitations import (OPPOSITE_RELATION, ProbeResult, choose_caption, counting_probe, fine_grained_probe,
                                   multiple_choice_probe, relation_probe, render_probe_images)
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from clip_tutorial import recipes
+from clip_tutorial.train import recipes, shipped
 from clip_tutorial.train import TrainConfig
 
 
@@ -39,16 +39,16 @@ def test_fingerprint_follows_every_setting():
 
 
 def test_load_or_train_trains_once_then_loads_the_same_weights(mini, tmp_path):
-    first = recipes.load_or_train("mini", device="cpu", progress=False)
+    first = shipped.load_or_train("mini", device="cpu", progress=False)
     assert len(first.history.loss) == mini.train.steps
     assert list(tmp_path.glob("mini-*.safetensors")), "the trained model is cached"
-    second = recipes.load_or_train("mini", device="cpu", progress=False)
+    second = shipped.load_or_train("mini", device="cpu", progress=False)
     assert second.history.loss == [], "a cached model is loaded, not trained"
     assert second.metrics["heldout_acc"] == first.metrics["heldout_acc"]
     for (name, a), (_, b) in zip(first.model.state_dict().items(), second.model.state_dict().items()):
         assert torch.equal(a.cpu(), b.cpu()), name
     assert second.tokenizer.itos == first.tokenizer.itos
-    third = recipes.load_or_train("mini", device="cpu", progress=False, retrain=True)
+    third = shipped.load_or_train("mini", device="cpu", progress=False, retrain=True)
     assert len(third.history.loss) == mini.train.steps
 
 
@@ -68,7 +68,7 @@ def test_fingerprint_hashes_the_training_code_that_exists():
     sources = recipes._training_sources()
     assert all(path.is_file() for path in sources), [p for p in sources if not p.is_file()]
     names = {path.name for path in sources}
-    assert {"clip.py", "train.py", "shapesworld.py", "tokenizer.py", "loss.py"} <= names
+    assert {"clip.py", "loop.py", "shapesworld.py", "tokenizer.py", "loss.py"} <= names
 
 
 @pytest.mark.parametrize("name", sorted(recipes.RECIPES))

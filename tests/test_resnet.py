@@ -15,7 +15,7 @@ import pytest
 import torch
 from reference_impl import open_clip_module
 
-from clip_tutorial.checkpoints import load_checkpoint, save_checkpoint
+from clip_tutorial.weights.checkpoints import load_checkpoint, save_checkpoint
 from clip_tutorial.model import CLIP, AttentionPool2d, Bottleneck, CLIPConfig, ModifiedResNet
 
 TOL = 1e-5

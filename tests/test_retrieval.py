@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clip_tutorial.retrieval import recall_at_k, retrieval_metrics, retrieval_ranks
+from clip_tutorial.evaluation.retrieval import recall_at_k, retrieval_metrics, retrieval_ranks
 
 
 def _reference_recall(similarity: torch.Tensor, positives: torch.Tensor, k: int) -> float:
@@ -90,7 +90,7 @@ def test_bad_input_is_named(call, error, match):
 @settings(max_examples=40, deadline=None)
 @given(st.integers(1, 10), st.integers(1, 15), st.integers(0, 10_000))
 def test_ranked_recall_precision_matches_a_sorting_reference(queries, gallery, seed):
-    from clip_tutorial.retrieval import ranked_recall_precision
+    from clip_tutorial.evaluation.retrieval import ranked_recall_precision
 
     similarity, relevant = _random_case(queries, gallery, seed, 0.4)
     ks = tuple(sorted({1, min(3, gallery), gallery}))
@@ -105,7 +105,7 @@ def test_ranked_recall_precision_matches_a_sorting_reference(queries, gallery, s
 
 
 def test_ranked_recall_precision_rejects_bad_input():
-    from clip_tutorial.retrieval import ranked_recall_precision
+    from clip_tutorial.evaluation.retrieval import ranked_recall_precision
 
     relevant = torch.tensor([[True, False, False], [False, True, True]])
     rows = torch.tensor([[1, 0], [2, 1]])

@@ -10,8 +10,8 @@ from conftest import make_tiny_clip
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clip_tutorial.search import EmbeddingIndex, SearchResult, build_image_index
-from clip_tutorial.zeroshot import encode_images
+from clip_tutorial.apps.search import EmbeddingIndex, SearchResult, build_image_index
+from clip_tutorial.evaluation.zeroshot import encode_images
 
 
 def _random(n: int, dim: int, seed: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Tests of the pretrained tiny models shipped in clip_tutorial/weights/: files, cards, metrics, loading."""
+"""Tests of the pretrained tiny models shipped in clip_tutorial/weights/shipped/: files, cards, metrics, loading."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,12 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clip_tutorial import recipes, shipped
-from clip_tutorial.checkpoints import checkpoint_paths, sha256_file
+from clip_tutorial.train import recipes, shipped
+from clip_tutorial.weights.checkpoints import checkpoint_paths, sha256_file
 from clip_tutorial.data import heldout_combinations
 from clip_tutorial.model import CLIP, CLIPConfig
-from clip_tutorial.recipes import RECIPES, Recipe, evaluate_zero_shot, load_or_train, make_tokenizer
-from clip_tutorial.shipped import list_shipped, load_shipped, shipped_card, shipped_path
+from clip_tutorial.train.recipes import RECIPES, Recipe, evaluate_zero_shot, make_tokenizer
+from clip_tutorial.train.shipped import load_or_train
+from clip_tutorial.train.shipped import list_shipped, load_shipped, shipped_card, shipped_path
 from clip_tutorial.train import TrainConfig
 
 SHIPPED = list_shipped()
@@ -115,7 +116,7 @@ def test_load_or_train_returns_the_shipped_weights_without_training(monkeypatch,
     def refuse(*args, **kwargs):
         raise AssertionError("load_or_train trained although the model ships with the package")
 
-    monkeypatch.setattr(recipes, "train_recipe", refuse)
+    monkeypatch.setattr(shipped, "train_recipe", refuse)
     monkeypatch.setattr(recipes, "train_clip", refuse)
     monkeypatch.setenv("CLIP_TUTORIAL_CACHE", str(tmp_path))
     with warnings.catch_warnings():

@@ -8,11 +8,11 @@ import torch.nn.functional as F
 from conftest import make_tiny_clip
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
-from clip_tutorial.calibration import calibrate_threshold
+from clip_tutorial.apps.calibration import calibrate_threshold
 from clip_tutorial.data import ShapesWorld
 from clip_tutorial.data.render import COLOURS, POSITIONS, SHAPES
 from clip_tutorial.data.shapesworld import vocabulary
-from clip_tutorial.tagging import (Tag, build_tag_embeddings, calibrate_tags, catalogue_tags, predict_tags,
+from clip_tutorial.apps.tagging import (Tag, build_tag_embeddings, calibrate_tags, catalogue_tags, predict_tags,
                                    tag_labels, tag_metrics, tag_scores, tag_templates)
 
 

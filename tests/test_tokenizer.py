@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clip_tutorial.model import CLIP, CLIPConfig
-from clip_tutorial.tokenizer import WordTokenizer
+from clip_tutorial.text.tokenizer import WordTokenizer
 
 WORDS = ["a", "red", "green", "blue", "circle", "square", "triangle", "small", "large", "left", "of", "the",
          "above", "x-ray", "don't", "3d"]

@@ -233,7 +233,7 @@ class _Stop(Exception):
 
 
 def test_resuming_gives_bit_for_bit_the_weights_of_an_uninterrupted_run(tmp_path):
-    from clip_tutorial.train_state import latest_training_state
+    from clip_tutorial.train.state import latest_training_state
 
     images, tokens = _data()
     config = TrainConfig(steps=10, batch_size=32, warmup_steps=2, lr=3e-3)  # 3 batches an epoch
@@ -304,7 +304,7 @@ def test_crop_scale_is_stored_as_a_tuple_and_must_be_a_pair():
 
 def test_crops_change_the_batches_exactly_as_random_resized_crop_draws_them():
     from clip_tutorial.data.augment import random_resized_crop
-    from clip_tutorial.train import _CROP_SEED_OFFSET
+    from clip_tutorial.train.loop import _CROP_SEED_OFFSET
 
     images, tokens = _data()
     batches = {}

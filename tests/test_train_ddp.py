@@ -19,9 +19,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from clip_tutorial.checkpoints import load_checkpoint
-from clip_tutorial.distributed import shard_batch
-from clip_tutorial.loss import clip_loss
+from clip_tutorial.weights.checkpoints import load_checkpoint
+from clip_tutorial.objectives.distributed import shard_batch
+from clip_tutorial.objectives.loss import clip_loss
 from clip_tutorial.train import TrainConfig, train_clip
 from conftest import make_tiny_clip
 

@@ -15,6 +15,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from clip_tutorial import viz  # noqa: E402
+from clip_tutorial.data import MEAN, STD  # noqa: E402
+from clip_tutorial.viz import plots  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +36,7 @@ def _uint8(n: int, seed: int = 0) -> torch.Tensor:
 def test_display_images_undo_the_normalisation(seed):
     pixels = _uint8(4, seed)
     reference = pixels.permute(0, 2, 3, 1).numpy() / 255.0
-    mean, std = torch.tensor(viz.CLIP_MEAN)[:, None, None], torch.tensor(viz.CLIP_STD)[:, None, None]
+    mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
     normalised = (pixels.float() / 255 - mean) / std
     for images, kwargs in [(pixels, {}), (pixels.float() / 255, {}), (normalised, {"normalized": True}),
                            (pixels.permute(0, 2, 3, 1).numpy(), {}),

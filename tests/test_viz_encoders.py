@@ -1,4 +1,4 @@
-"""Tests of clip_tutorial.viz_encoders: the image-encoder figures are labelled and reject bad input clearly."""
+"""Tests of clip_tutorial.viz.encoders: the image-encoder figures are labelled and reject bad input clearly."""
 from __future__ import annotations
 
 import matplotlib
@@ -11,7 +11,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from clip_tutorial import viz, viz_encoders  # noqa: E402
+from clip_tutorial.data import MEAN, STD  # noqa: E402
+from clip_tutorial.viz import MIN_FONTSIZE, PAGE_WIDTH  # noqa: E402
+from clip_tutorial.viz import encoders as viz_encoders  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +51,7 @@ def test_show_patches_cuts_the_image_in_reading_order(size, patch):
 
 def test_show_patches_undoes_the_normalisation():
     image = _image(16)
-    mean, std = torch.tensor(viz.CLIP_MEAN)[:, None, None], torch.tensor(viz.CLIP_STD)[:, None, None]
+    mean, std = torch.tensor(MEAN)[:, None, None], torch.tensor(STD)[:, None, None]
     normalised = (image.float() / 255 - mean) / std
     fig = viz_encoders.show_patches(normalised, 8, normalized=True)
     np.testing.assert_allclose(fig.get_axes()[1].images[0].get_array()[:8, :8], image.permute(1, 2, 0).numpy()[:8, :8] / 255,
@@ -117,10 +119,10 @@ def test_show_attention_maps_rejects_mismatches(attention, captions, match):
 # -- legible on the page ---------------------------------------------------------------------
 
 def _assert_fits_the_page_legibly(fig):
-    assert fig.get_figwidth() <= viz.PAGE_WIDTH + 1e-9
+    assert fig.get_figwidth() <= PAGE_WIDTH + 1e-9
     texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()]
-    small = sorted({(t.get_fontsize(), t.get_text()[:20]) for t in texts if t.get_fontsize() < viz.MIN_FONTSIZE})
-    assert not small, f"text smaller than {viz.MIN_FONTSIZE} pt: {small}"
+    small = sorted({(t.get_fontsize(), t.get_text()[:20]) for t in texts if t.get_fontsize() < MIN_FONTSIZE})
+    assert not small, f"text smaller than {MIN_FONTSIZE} pt: {small}"
 
 
 def test_the_encoder_figures_fit_the_page_legibly():

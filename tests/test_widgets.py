@@ -1,4 +1,4 @@
-"""Tests of clip_tutorial.widgets: the search ranks like a reference computation, the figure and the widget work."""
+"""Tests of clip_tutorial.viz.widgets: the search ranks like a reference computation, the figure and the widget work."""
 from __future__ import annotations
 
 import matplotlib
@@ -13,8 +13,8 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from clip_tutorial import ShapesWorld  # noqa: E402
 from conftest import make_tiny_clip  # noqa: E402
-from clip_tutorial.widgets import search_box, search_figure, text_to_image_search  # noqa: E402
-from clip_tutorial.zeroshot import encode_images, encode_texts  # noqa: E402
+from clip_tutorial.viz.widgets import search_box, search_figure, text_to_image_search  # noqa: E402
+from clip_tutorial.evaluation.zeroshot import encode_images, encode_texts  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +118,7 @@ def test_search_box_updates_when_the_query_changes(tiny):
 
 def test_search_with_an_index_equals_search_with_features(tiny):
     from clip_tutorial.data import normalize_images
-    from clip_tutorial.search import EmbeddingIndex
+    from clip_tutorial.apps.search import EmbeddingIndex
 
     model, tokenizer, images = tiny
     pixels = ShapesWorld(40, split="all", seed=0).images
@@ -141,13 +141,13 @@ def test_search_with_an_index_equals_search_with_features(tiny):
         search_figure(model, tokenizer, images, queries, k=4, features=features, index=index)
     with pytest.raises(ValueError, match="index: expected 39 rows"):
         search_figure(model, tokenizer, images[:39], queries, k=4, index=index)
-    with pytest.raises(TypeError, match="index: expected a clip_tutorial.search.EmbeddingIndex"):
+    with pytest.raises(TypeError, match="index: expected a clip_tutorial.apps.search.EmbeddingIndex"):
         search_figure(model, tokenizer, images, queries, k=4, index=features)
 
 
 def test_search_box_over_an_index(tiny):
     pytest.importorskip("ipywidgets")
-    from clip_tutorial.search import build_image_index
+    from clip_tutorial.apps.search import build_image_index
 
     model, tokenizer, images = tiny
     index = build_image_index(model, images, progress=False)
@@ -162,8 +162,8 @@ def test_search_box_over_an_index(tiny):
 
 # -- Chapter 2.3: the temperature figure and its slider ----------------------------------------
 
-from clip_tutorial.loss import clip_loss  # noqa: E402
-from clip_tutorial.temperature import TEMPERATURE_RANGE, temperature_explorer, temperature_figure  # noqa: E402
+from clip_tutorial.objectives.loss import clip_loss  # noqa: E402
+from clip_tutorial.viz.temperature import TEMPERATURE_RANGE, temperature_explorer, temperature_figure  # noqa: E402
 
 
 @pytest.fixture(scope="module")

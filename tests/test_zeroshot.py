@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_tiny_clip
 
-from clip_tutorial.zeroshot import (DEFAULT_TEMPLATES, ENSEMBLE_TEMPLATES, build_zero_shot_classifier, encode_images,
+from clip_tutorial.evaluation.zeroshot import (DEFAULT_TEMPLATES, ENSEMBLE_TEMPLATES, build_zero_shot_classifier, encode_images,
                                     encode_texts, ensemble_prompt_embeddings, zero_shot_accuracy,
                                     zero_shot_predict)
 

@@ -13,7 +13,7 @@ Each process runs the book's own :func:`~clip_tutorial.train.train_clip` on the 
   rank 0 alone) by models that start from other weights again;
 * ``indivisible_raised``: a batch size that 2 does not divide raised a ``ValueError``;
 * ``grad/{name}``: one backward pass on the first ``batch_size`` pairs, each process on its shard,
-  after :func:`~clip_tutorial.distributed.average_gradients` (the gradient the optimiser sees).
+  after :func:`~clip_tutorial.objectives.distributed.average_gradients` (the gradient the optimiser sees).
 
 Then, when CLI ARGS follow, the same processes run ``python -m clip_tutorial.train CLI ARGS`` as
 ``-m`` would (``runpy``), which saves a torchrun launch, and record its exit code in
@@ -27,7 +27,7 @@ import sys
 
 import torch
 
-from clip_tutorial.distributed import (average_gradients, broadcast_parameters, cleanup, distributed_clip_loss,
+from clip_tutorial.objectives.distributed import (average_gradients, broadcast_parameters, cleanup, distributed_clip_loss,
                                        setup_distributed, shard_batch)
 from clip_tutorial.train import TrainConfig, train_clip
 

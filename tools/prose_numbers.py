@@ -2,7 +2,7 @@
 """Find numbers typed into the book's prose that should come from a computation.
 
 A figure that a page measures must reach its text through ``{glue:text}`name``` (see
-``clip_tutorial.book.glue``); a figure from a paper carries a ``{cite}`` in the same sentence.
+``clip_tutorial.viz.glue.glue``); a figure from a paper carries a ``{cite}`` in the same sentence.
 This tool reads the markdown of every notebook and chapter overview page and lists each sentence
 holding a number that is neither. It ignores what is not prose: code, maths, roles, link targets,
 HTML, and numbers that are part of a name (``ViT-B/32``, ``RN50x64``, ``fp16``).

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate the pretrained tiny models that ship inside the package (``clip_tutorial/weights/``).
+"""Regenerate the pretrained tiny models that ship inside the package (``clip_tutorial/weights/shipped/``).
 
 Each model is trained from scratch by the same command a reader would type::
 
@@ -7,7 +7,7 @@ Each model is trained from scratch by the same command a reader would type::
 
 which writes ``TMP/model.safetensors`` and ``TMP/model.json`` (the model card: recipe, settings, data
 seed, metrics, command, versions, and the weights' SHA-256). The two files are checked (the SHA-256
-matches, the card names the recipe) and copied to ``clip_tutorial/weights/NAME.safetensors`` and
+matches, the card names the recipe) and copied to ``clip_tutorial/weights/shipped/NAME.safetensors`` and
 ``NAME.json``. Training runs with ``--threads`` CPU threads (default 2, the book's reference
 machine), recorded in the card under ``"shipped"``.
 
@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "clip_tutorial" / "weights"
+WEIGHTS = ROOT / "clip_tutorial" / "weights" / "shipped"
 #: The recipes whose trained models ship with the package.
 SHIPPED = ("ch1-demo", "ch1-scenes", "ch3-best")
 MAX_BYTES = 2_500_000  # a shipped checkpoint must stay small enough to live in the git repository
@@ -40,7 +40,7 @@ MAX_BYTES = 2_500_000  # a shipped checkpoint must stay small enough to live in 
 def ship(name: str, threads: int) -> dict:
     """Train recipe ``name`` with the command line and copy its checkpoint into the package."""
     sys.path.insert(0, str(ROOT))
-    from clip_tutorial.checkpoints import sha256_file
+    from clip_tutorial.weights.checkpoints import sha256_file
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory(prefix=f"ship-{name}-") as tmp:

@@ -5,7 +5,7 @@ What the published models used, as facts:
 - The CLIP paper (Radford et al., 2021, section 2.5) says a random square crop of resized images
   was the *only* data augmentation used in training. The ``openai/CLIP`` repository ships only
   the inference transform (bicubic resize of the shorter side, centre crop, normalise), which
-  is :func:`clip_tutorial.preprocess.preprocess`.
+  is :func:`clip_tutorial.data.preprocess.preprocess`.
 - ``open_clip``'s ``image_transform(is_train=True)`` applies torchvision's ``RandomResizedCrop``
   with ``scale=(0.9, 1.0)`` (its ``AugmentationCfg`` default), torchvision's default aspect-ratio
   range ``(3/4, 4/3)`` and bicubic resampling, then normalises; no flips and no colour jitter
@@ -38,6 +38,8 @@ import math
 from collections.abc import Sequence
 
 import torch
+
+from clip_tutorial.core.checks import check_range
 import torch.nn.functional as F
 from PIL import Image
 
@@ -51,17 +53,6 @@ OPEN_CLIP_SCALE: tuple[float, float] = (0.9, 1.0)
 #: torchvision's default range of the box's width / height.
 DEFAULT_RATIO: tuple[float, float] = (3 / 4, 4 / 3)
 _ATTEMPTS = 10
-
-
-def _check_range(name: str, value: object, upper: float | None = None) -> tuple[float, float]:
-    if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-        raise TypeError(f"{name}: expected a pair of numbers (low, high), got {value!r}")
-    low, high = float(value[0]), float(value[1])
-    if not (0 < low <= high) or (upper is not None and high > upper) or not math.isfinite(high):
-        bound = f" <= {upper}" if upper is not None else ""
-        raise ValueError(f"{name}: expected 0 < low <= high{bound}, got {value!r}")
-    return low, high
 
 
 def _check_size(name: str, value: object) -> int:
@@ -91,8 +82,8 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: Sequence[float] = 
         ValueError: for a non-positive size or an empty or out-of-range interval.
     """
     n, height, width = _check_size("n", n), _check_size("height", height), _check_size("width", width)
-    s_low, s_high = _check_range("scale", scale, upper=1.0)
-    r_low, r_high = _check_range("ratio", ratio)
+    s_low, s_high = check_range("scale", scale, upper=1.0)
+    r_low, r_high = check_range("ratio", ratio)
     area = height * width
     fraction = s_low + (s_high - s_low) * torch.rand(n, _ATTEMPTS, generator=generator, dtype=torch.float64)
     log_ratio = math.log(r_low) + (math.log(r_high) - math.log(r_low)) * torch.rand(
@@ -187,7 +178,7 @@ def random_resized_crop_pil(image: Image.Image, size: int, scale: Sequence[float
     """Crop one random box from a PIL photo and resize it to ``size x size`` with PIL's bicubic filter.
 
     The defaults are open_clip's training settings. Feed the result to
-    :func:`clip_tutorial.preprocess.preprocess` with ``resolution=size`` to normalise it (at that
+    :func:`clip_tutorial.data.preprocess.preprocess` with ``resolution=size`` to normalise it (at that
     size preprocessing neither resizes nor crops).
 
     Raises:
@@ -226,8 +217,8 @@ class RandomResizedCrop:
     def __init__(self, size: int, scale: Sequence[float] = OPEN_CLIP_SCALE, ratio: Sequence[float] = DEFAULT_RATIO,
                  seed: int = 0) -> None:
         self.size = _check_size("size", size)
-        self.scale = _check_range("scale", scale, upper=1.0)
-        self.ratio = _check_range("ratio", ratio)
+        self.scale = check_range("scale", scale, upper=1.0)
+        self.ratio = check_range("ratio", ratio)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
         self.seed = seed

@@ -1,7 +1,7 @@
 """Image-caption pairs from real data (a folder, a CSV or a Hugging Face dataset), ready for ``train_clip``.
 
 The same pipeline as ShapesWorld: images become normalised ``(N, 3, R, R)`` tensors through
-CLIP's preprocessing (:func:`clip_tutorial.preprocess.preprocess`: resize the shorter side,
+CLIP's preprocessing (:func:`clip_tutorial.data.preprocess.preprocess`: resize the shorter side,
 centre crop, normalise) or, for training, through the random resized crop of
 :mod:`clip_tutorial.data.augment`; captions become token ids through any package tokenizer.
 Images are read lazily, one at a time, so only the captions and the image references are kept.
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .. import preprocess as _pre  # module import: clip_tutorial.preprocess itself imports this package
+from . import preprocess as _pre
 from .augment import RandomResizedCrop
 from .shapesworld import normalize_images
 

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..loss import clip_loss
-from ..model import MAX_LOGIT_SCALE
+from clip_tutorial.objectives.loss import clip_loss
+from clip_tutorial.model import MAX_LOGIT_SCALE
 from .core import CheckResult, Hint, ask_first, one_thread, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
@@ -140,7 +140,7 @@ def check_contrastive_loss(fn: Callable[[torch.Tensor], torch.Tensor], *, trials
                            verbose: bool = True) -> CheckResult:
     """Check ``fn(logits_per_image)``: CLIP's symmetric InfoNCE loss, a scalar tensor.
 
-    The reference is :func:`clip_tutorial.loss.clip_loss`. The result must also stay differentiable.
+    The reference is :func:`clip_tutorial.objectives.loss.clip_loss`. The result must also stay differentiable.
     Explained in Chapter 1.
 
     Args:
@@ -263,16 +263,16 @@ def measure_untrained_loss(batch_size: int = UNTRAINED_BATCH, models: int = UNTR
 
     Each model has the sizes of the ``"ch1-demo"`` recipe and its own initial weights (seeds
     ``seed``, ``seed + 1``, ...) and batch of ``batch_size`` training pairs. The loss is
-    :func:`clip_tutorial.loss.clip_loss` of the model's ``logits_per_image``, at the initial logit
+    :func:`clip_tutorial.objectives.loss.clip_loss` of the model's ``logits_per_image``, at the initial logit
     scale ``1 / 0.07``. It takes well under a second on one CPU thread. Explained in Chapter 1
     (section "Summary and exercises").
 
     Raises:
         ValueError: if ``batch_size`` is below 2 or ``models`` below 1.
     """
-    from ..data import ShapesWorld
-    from ..model import CLIP
-    from ..recipes import get_recipe, make_tokenizer
+    from clip_tutorial.data import ShapesWorld
+    from clip_tutorial.model import CLIP
+    from clip_tutorial.train.recipes import get_recipe, make_tokenizer
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
         raise ValueError(f"batch_size: expected an int of at least 2, got {batch_size!r}")
@@ -326,9 +326,9 @@ SHUFFLED_CHOICES: dict[str, str] = {
 
 def _shuffled_experiment(n: int = 640, seed: int = 0) -> dict[str, float]:
     """Accuracies of the broken zero-shot evaluation of the exercise and of one repair per diagnosis."""
-    from ..data import ShapesWorld, class_names, heldout_combinations
-    from ..shipped import load_shipped
-    from ..zeroshot import build_zero_shot_classifier, encode_images
+    from clip_tutorial.data import ShapesWorld, class_names, heldout_combinations
+    from clip_tutorial.train.shipped import load_shipped
+    from clip_tutorial.evaluation.zeroshot import build_zero_shot_classifier, encode_images
 
     trained = load_shipped("ch1-demo")
     model, tokenizer, recipe = trained.model, trained.tokenizer, trained.recipe

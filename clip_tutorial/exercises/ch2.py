@@ -17,9 +17,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from ..loss import clip_loss_gradient
-from ..model.transformer import causal_mask
-from ..model import CLIP, CLIPConfig, VisionTransformer, get_config
+from clip_tutorial.objectives.loss import clip_loss_gradient
+from clip_tutorial.model.transformer import causal_mask
+from clip_tutorial.model import CLIP, CLIPConfig, VisionTransformer, get_config
 from .core import CheckResult, Hint, report, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
@@ -222,7 +222,7 @@ def check_loss_gradient(fn: Callable[[torch.Tensor], torch.Tensor], *, trials: i
                         verbose: bool = True) -> CheckResult:
     """Check ``fn(logits_per_image)``: the gradient of CLIP's loss with respect to the logits, in closed form.
 
-    The reference is :func:`clip_tutorial.loss.clip_loss_gradient`, which equals autograd's
+    The reference is :func:`clip_tutorial.objectives.loss.clip_loss_gradient`, which equals autograd's
     gradient of :func:`clip_tutorial.clip_loss`. Explained in Chapter 2.3.
 
     Args:

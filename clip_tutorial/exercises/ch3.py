@@ -21,11 +21,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..data import COLOURS, SHAPES
-from ..loss import clip_loss
-from ..model import MAX_LOGIT_SCALE
-from ..retrieval import recall_at_k
-from ..train import TrainConfig, lr_at
+from clip_tutorial.data import COLOURS, SHAPES
+from clip_tutorial.objectives.loss import clip_loss
+from clip_tutorial.model import MAX_LOGIT_SCALE
+from clip_tutorial.evaluation.retrieval import recall_at_k
+from clip_tutorial.train.loop import TrainConfig, lr_at
 from .core import CheckResult, Hint, as_number, ensure_callable, finish_check, one_thread, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
@@ -111,7 +111,7 @@ def check_lr_schedule(fn: Callable[[int, int, int, float], float], *, trials: in
 def reference_recall_curve(similarity: torch.Tensor) -> torch.Tensor:
     """Recall@k for k = 1 .. N + 1 of an (N, N) ``similarity``: queries in rows, query i's right item in column i.
 
-    Computed by :func:`clip_tutorial.retrieval.recall_at_k`. Explained in Chapter 3.5.
+    Computed by :func:`clip_tutorial.evaluation.retrieval.recall_at_k`. Explained in Chapter 3.5.
     """
     ks = range(1, similarity.shape[1] + 2)
     return torch.tensor(list(recall_at_k(similarity, ks).values()), dtype=torch.float64)
@@ -151,7 +151,7 @@ def check_recall_at_k(fn: Callable[[torch.Tensor, int], float], *, trials: int =
 
     Each trial calls ``fn`` for every k from 1 to N + 1 on an (N, N) matrix of random scores with
     some signal on the diagonal. The scores are continuous, so there are no ties (the package
-    counts a tie in the query's favour). The reference is :func:`clip_tutorial.retrieval.recall_at_k`.
+    counts a tie in the query's favour). The reference is :func:`clip_tutorial.evaluation.retrieval.recall_at_k`.
     Returns a :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 3.5.
     """
     ensure_callable(fn, "fn")
@@ -163,7 +163,7 @@ def check_recall_at_k(fn: Callable[[torch.Tensor, int], float], *, trials: int =
 
     result = run_check(_recall_curve(fn), reference_recall_curve, make, _RECALL_HINTS, "recall_at_k", trials, seed,
                        False, arg_names=["similarity"])
-    return finish_check(result, verbose, f"Your recall matches clip_tutorial.retrieval.recall_at_k on {trials} similarity "
+    return finish_check(result, verbose, f"Your recall matches clip_tutorial.evaluation.retrieval.recall_at_k on {trials} similarity "
                    "matrices (N from 1 to 16), for every k from 1 to N + 1.",
                    (r" at index \((\d+),\)", lambda m: f" at k = {int(m.group(1)) + 1}"))
 
@@ -174,9 +174,9 @@ def reference_local_clip_loss(all_image_features: torch.Tensor, all_text_feature
                               logit_scale: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
     """Process ``rank``'s share of CLIP's loss, from the features of all ``world_size`` processes.
 
-    The features are what :func:`clip_tutorial.distributed.gather_features` returns, (N, D) each:
+    The features are what :func:`clip_tutorial.objectives.distributed.gather_features` returns, (N, D) each:
     process ``r``'s pairs are rows ``r * B`` to ``(r + 1) * B - 1``, with ``B = N / world_size``.
-    The value is that of :func:`clip_tutorial.distributed.distributed_clip_loss` with
+    The value is that of :func:`clip_tutorial.objectives.distributed.distributed_clip_loss` with
     ``local_loss=True`` on that process. It is computed here as the process's block of rows of the
     global logit matrix and of its transpose, which shows why the ``world_size`` local losses
     average to :func:`~clip_tutorial.clip_loss` of the whole batch. Explained in Chapter 3.4.
@@ -260,7 +260,7 @@ def check_local_clip_loss(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor
 
     The features (N, D) are every process's features concatenated in rank order, as after the
     all-gather; ``fn`` returns the scalar loss of process ``rank``'s B = N / world_size pairs
-    against all N, as :func:`clip_tutorial.distributed.distributed_clip_loss` computes it with
+    against all N, as :func:`clip_tutorial.objectives.distributed.distributed_clip_loss` computes it with
     ``local_loss=True`` (the reference is :func:`reference_local_clip_loss`). The check compares
     the values, then the gradients with respect to the gathered features, and last confirms that
     the ``world_size`` local losses average to :func:`~clip_tutorial.clip_loss` of the whole batch.
@@ -309,7 +309,7 @@ def reference_loss_floor(captions: list[str]) -> float:
     its probability evenly, ``1 / k`` each, which costs ``log k``. Both directions give the mean
     of ``log k_i`` over the batch. Explained in Chapter 3.3.
     """
-    from ..experiments import duplicate_loss_floor
+    from clip_tutorial.apps.experiments import duplicate_loss_floor
 
     return duplicate_loss_floor(captions)
 

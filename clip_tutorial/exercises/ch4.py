@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import convert
-from ..model import CLIP, CLIPConfig, get_config
-from ..model.transformer import QuickGELU
-from ..preprocess import center_crop
+from clip_tutorial.weights import convert
+from clip_tutorial.model import CLIP, CLIPConfig, get_config
+from clip_tutorial.model.transformer import QuickGELU
+from clip_tutorial.data.preprocess import center_crop
 from .core import CheckResult, Hint, as_number, ensure_callable, finish_check, report, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
@@ -75,7 +75,7 @@ def _hf_names() -> dict[str, str]:
 def reference_hf_name(key: str) -> str:
     """Hugging Face's name for the OpenAI / open_clip parameter ``key`` of a vision-transformer CLIP.
 
-    Read from the table :func:`clip_tutorial.convert.to_hf_state_dict` uses. The packed
+    Read from the table :func:`clip_tutorial.weights.convert.to_hf_state_dict` uses. The packed
     ``attn.in_proj_weight`` and ``attn.in_proj_bias`` are split into three tensors rather than
     renamed, so they have no single name. Explained in Chapter 4.1.
 
@@ -338,7 +338,7 @@ def check_quick_gelu_gap(prediction: object, *, verbose: bool = True) -> CheckRe
 # -- Exercise 4 (4.1): predict, a converter that forgets to transpose -------------------------------
 
 def transposeless_hf_state_dict(model: CLIP) -> dict[str, torch.Tensor]:
-    """:func:`clip_tutorial.convert.to_hf_state_dict` with one bug: the projections are not transposed.
+    """:func:`clip_tutorial.weights.convert.to_hf_state_dict` with one bug: the projections are not transposed.
 
     ``visual.proj`` and ``text_projection`` keep OpenAI's (in, out) layout, where Hugging Face's
     ``nn.Linear`` weights are (out, in). For the exercise "A converter that forgets to transpose"
@@ -416,7 +416,7 @@ def check_forgot_transpose(answer: object, *, verbose: bool = True) -> CheckResu
 
     The experiment converts a small random CLIP shaped like ViT-B/32 (a square text projection,
     a non-square image projection) with :func:`transposeless_hf_state_dict`, loads the result
-    strictly with :func:`clip_tutorial.convert.from_hf_state_dict` (which checks every name and
+    strictly with :func:`clip_tutorial.weights.convert.from_hf_state_dict` (which checks every name and
     shape, as ``transformers`` does with strict loading), fixes what the error names, and
     compares the embeddings with the original's. Explained in Chapter 4.1.
 
@@ -529,7 +529,7 @@ def check_swapped_qk(answer: object, *, verbose: bool = True) -> CheckResult:
 
     The experiment converts a small random CLIP with it (no projection square, biases non-zero),
     then makes the change each choice proposes, one at a time, and loads every result strictly
-    with :func:`clip_tutorial.convert.from_hf_state_dict`. The right diagnosis is the only change
+    with :func:`clip_tutorial.weights.convert.from_hf_state_dict`. The right diagnosis is the only change
     after which the loaded model's embeddings equal the original's. Explained in Chapter 4.1.
 
     Args:
@@ -551,7 +551,7 @@ def check_swapped_qk(answer: object, *, verbose: bool = True) -> CheckResult:
 # -- Exercise 6 (4.2): the centre crop's offsets ----------------------------------------------------
 
 def reference_crop_offsets(width: int, height: int, size: int) -> tuple[int, int]:
-    """``(left, top)`` of the ``size x size`` square that :func:`clip_tutorial.preprocess.center_crop` keeps.
+    """``(left, top)`` of the ``size x size`` square that :func:`clip_tutorial.data.preprocess.center_crop` keeps.
 
     Measured on the package's own crop: an image whose pixel values are their own positions is
     cropped, and the crop's first pixel tells where it starts. Explained in Chapter 4.2.
@@ -603,7 +603,7 @@ def check_crop_offsets(fn: Callable[[int, int, int], tuple[int, int]], *, trials
 
     The image sizes include spare pixel counts of every remainder modulo 4, where the three usual
     ways of rounding differ. The reference is :func:`reference_crop_offsets`, read off
-    :func:`clip_tutorial.preprocess.center_crop`. Returns a
+    :func:`clip_tutorial.data.preprocess.center_crop`. Returns a
     :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 4.2.
     """
     ensure_callable(fn, "fn")

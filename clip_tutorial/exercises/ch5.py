@@ -22,14 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..calibration import precision_recall_curve, threshold_for_precision, threshold_for_recall
-from ..composition import compose_query
-from ..retrieval import recall_at_k
-from ..zeroshot import ensemble_prompt_embeddings
-from ..data import ShapesWorld, class_names
-from ..data.render import COLOURS, SHAPES
-from ..shipped import load_shipped
-from ..zeroshot import build_zero_shot_classifier, encode_images, encode_texts
+from clip_tutorial.apps.calibration import precision_recall_curve, threshold_for_precision, threshold_for_recall
+from clip_tutorial.apps.query_arithmetic import compose_query
+from clip_tutorial.evaluation.retrieval import recall_at_k
+from clip_tutorial.evaluation.zeroshot import ensemble_prompt_embeddings
+from clip_tutorial.data import ShapesWorld, class_names
+from clip_tutorial.data.render import COLOURS, SHAPES
+from clip_tutorial.train.shipped import load_shipped
+from clip_tutorial.evaluation.zeroshot import build_zero_shot_classifier, encode_images, encode_texts
 from .core import CheckResult, Hint, as_number, ask_first, ensure_callable, finish_check, report, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise
@@ -49,7 +49,7 @@ def reference_zero_shot_weights(text_features: torch.Tensor) -> torch.Tensor:
     Each embedding is L2-normalised, the normalised embeddings of one class are averaged over the
     templates, and the mean is L2-normalised again; column ``c`` of the result is class ``c``'s
     weight vector. This is what :func:`clip_tutorial.build_zero_shot_classifier` computes from the
-    prompts, and it is computed by :func:`clip_tutorial.zeroshot.ensemble_prompt_embeddings`, which
+    prompts, and it is computed by :func:`clip_tutorial.evaluation.zeroshot.ensemble_prompt_embeddings`, which
     takes the classes first. Explained in Chapter 5.1.
 
     Raises:
@@ -131,7 +131,7 @@ def reference_recall_with_relevance(similarity: torch.Tensor, relevant: torch.Te
     """Recall@k for k = 1 .. G + 1 of a (Q, G) ``similarity`` with a (Q, G) boolean ``relevant`` matrix.
 
     A query counts as a hit at ``k`` when *any* of its relevant gallery items is among its ``k``
-    highest-scoring items. Computed by :func:`clip_tutorial.retrieval.recall_at_k` with
+    highest-scoring items. Computed by :func:`clip_tutorial.evaluation.retrieval.recall_at_k` with
     ``positives=relevant``. Explained in Chapter 5.2.
     """
     ks = range(1, similarity.shape[1] + 2)
@@ -214,7 +214,7 @@ def check_recall_with_relevance(fn: Callable[[torch.Tensor, torch.Tensor, int], 
 
     result = run_check(_search_curve(fn), reference_recall_with_relevance, make, _SEARCH_HINTS, "recall_with_relevance",
                        trials, seed, False, arg_names=["similarity", "relevant"])
-    return finish_check(result, verbose, f"Your recall matches clip_tutorial.retrieval.recall_at_k(..., positives=relevant) "
+    return finish_check(result, verbose, f"Your recall matches clip_tutorial.evaluation.retrieval.recall_at_k(..., positives=relevant) "
                    f"on {trials} similarity matrices (square and not, up to 20 items), for every k from 1 to G + 1.",
                    (r" at index \((\d+),\)", lambda m: f" at k = {int(m.group(1)) + 1}"))
 
@@ -308,7 +308,7 @@ def check_unnormalised_query(answer: Any, *, verbose: bool = True) -> CheckResul
 def reference_threshold_for_precision(scores: torch.Tensor, labels: torch.Tensor, target_precision: float) -> float:
     """The lowest threshold ``t`` among the scores whose detector ``scores >= t`` has precision >= the target.
 
-    Computed by :func:`clip_tutorial.calibration.threshold_for_precision`. Explained in Chapter 5.4.
+    Computed by :func:`clip_tutorial.apps.calibration.threshold_for_precision`. Explained in Chapter 5.4.
     """
     return threshold_for_precision(scores, labels, target_precision)
 
@@ -378,7 +378,7 @@ def check_threshold_for_precision(fn: Callable[[torch.Tensor, torch.Tensor, floa
     the items that show the concept), ``target_precision`` a float in (0, 1]. The highest score
     always belongs to a positive, so every target can be reached. Some trials have tied scores,
     and one has a precision that dips below the target and recovers. The reference is
-    :func:`clip_tutorial.calibration.threshold_for_precision`. Returns a
+    :func:`clip_tutorial.apps.calibration.threshold_for_precision`. Returns a
     :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 5.4.
     """
     ensure_callable(fn, "fn")
@@ -406,7 +406,7 @@ def check_threshold_for_precision(fn: Callable[[torch.Tensor, torch.Tensor, floa
                                                                     dtype=torch.float64),
                        make, _THRESHOLD_HINTS, "threshold_for_precision", trials, seed, False,
                        arg_names=["scores", "labels", "target_precision"], atol=1e-9, rtol=0.0)
-    return finish_check(result, verbose, f"Your threshold matches clip_tutorial.calibration.threshold_for_precision on "
+    return finish_check(result, verbose, f"Your threshold matches clip_tutorial.apps.calibration.threshold_for_precision on "
                    f"{trials} sets of scores (with ties, and with a precision that dips and recovers).")
 
 
@@ -545,7 +545,7 @@ def check_compose_query(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, 
     ``image_features``, ``add`` and ``remove`` are (N, D) raw embeddings of very different lengths
     (row ``i`` of ``add`` and ``remove`` belongs to image ``i``), ``weight`` a float; the weights
     include 0 (the query is then the normalised image). The reference is
-    :func:`clip_tutorial.composition.compose_query`. Returns a
+    :func:`clip_tutorial.apps.query_arithmetic.compose_query`. Returns a
     :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 5.5.
     """
     ensure_callable(fn, "fn")
@@ -561,7 +561,7 @@ def check_compose_query(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, 
 
     result = run_check(fn, compose_query, make, _COMPOSE_HINTS, "compose_query", trials, seed, False,
                        arg_names=["image_features", "add", "remove", "weight"], atol=1e-5, rtol=1e-4)
-    return finish_check(result, verbose, f"Your queries match clip_tutorial.composition.compose_query on {trials} sets of "
+    return finish_check(result, verbose, f"Your queries match clip_tutorial.apps.query_arithmetic.compose_query on {trials} sets of "
                    "embeddings, a weight of 0 among them.",
                    (r" at index \((\d+), (\d+)\)", lambda m: f" at feature {m.group(2)} of query {m.group(1)}"))
 

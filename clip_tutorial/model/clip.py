@@ -152,7 +152,7 @@ class CLIP(nn.Module):
         """Text features (batch, embed_dim) from token ids (batch, tokens), read at the end-of-text token.
 
         Args:
-            text: token ids, one row per text, padded; see :mod:`clip_tutorial.tokenizer`.
+            text: token ids, one row per text, padded; see :mod:`clip_tutorial.text.tokenizer`.
             normalize: L2-normalise the features (the joint-space embedding).
         """
         self._check_tokens(text)

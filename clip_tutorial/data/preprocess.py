@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data import normalize_images
+from .shapesworld import normalize_images
 
 __all__ = ["ImageInput", "to_rgb", "resize_shortest_side", "center_crop", "preprocess", "Preprocess"]
 

@@ -27,10 +27,10 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextToPath
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "PAGE_WIDTH", "MIN_FONTSIZE", "MAX_COLUMNS", "legible_fontsize",
+__all__ = ["PAGE_WIDTH", "MIN_FONTSIZE", "MAX_COLUMNS", "legible_fontsize",
            "to_display_images", "show_images", "plot_similarity", "plot_history", "plot_accuracy_bars"]
 
-from .data import MEAN as CLIP_MEAN, STD as CLIP_STD  # CLIP's per-channel pixel statistics
+from clip_tutorial.data import MEAN, STD  # CLIP's per-channel pixel statistics
 
 #: Width of the book's text column, in inches at the notebooks' 100 dpi (about 750 pixels). A wider
 #: figure is shown shrunk to this width, and its text shrinks with it.
@@ -126,8 +126,8 @@ def _as_array(x: Any, name: str) -> np.ndarray:
     raise TypeError(f"{name}: expected a torch.Tensor, a numpy array or a list, got {type(x).__name__}")
 
 
-def to_display_images(images: Any, normalized: bool = False, mean: Sequence[float] = CLIP_MEAN,
-                      std: Sequence[float] = CLIP_STD) -> list[np.ndarray]:
+def to_display_images(images: Any, normalized: bool = False, mean: Sequence[float] = MEAN,
+                      std: Sequence[float] = STD) -> list[np.ndarray]:
     """Convert images to a list of float RGB arrays (H, W, 3) in [0, 1], ready for ``imshow``.
 
     Explained in Chapter 1.
@@ -177,7 +177,7 @@ def to_display_images(images: Any, normalized: bool = False, mean: Sequence[floa
 
 
 def show_images(images: Any, captions: Sequence[str] | None = None, ncols: int = 8, title: str | None = None,
-                normalized: bool = False, mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
+                normalized: bool = False, mean: Sequence[float] = MEAN, std: Sequence[float] = STD,
                 wrap: int | None = None, fontsize: float = _FONTSIZE) -> Figure:
     """A grid of images, each with its caption wrapped underneath, sized to be legible on the page.
 

@@ -17,10 +17,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .data.augment import _check_range, random_resized_crop, sample_crop_boxes
-from .distributed import (all_reduce_mean, average_gradients, barrier, broadcast_parameters, distributed_clip_loss,
+from clip_tutorial.core.checks import check_range
+from clip_tutorial.data.augment import random_resized_crop, sample_crop_boxes
+from clip_tutorial.objectives.distributed import (all_reduce_mean, average_gradients, barrier, broadcast_parameters, distributed_clip_loss,
                           rank_and_world, shard_batch)
-from .model import CLIP, MAX_LOGIT_SCALE
+from clip_tutorial.model import CLIP, MAX_LOGIT_SCALE
 
 __all__ = ["TrainConfig", "History", "param_groups", "lr_at", "train_clip", "PRECISIONS"]
 
@@ -82,7 +83,7 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision: expected one of {sorted(PRECISIONS)}, got {self.precision!r}")
         if self.crop_scale is not None:  # kept as a tuple of floats, also when given a list (read from JSON)
-            object.__setattr__(self, "crop_scale", _check_range("TrainConfig.crop_scale", self.crop_scale, upper=1.0))
+            object.__setattr__(self, "crop_scale", check_range("TrainConfig.crop_scale", self.crop_scale, upper=1.0))
 
 
 @dataclass
@@ -105,12 +106,6 @@ class History:
     lr: list[float] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
-
-    def plot(self, keys: tuple[str, ...] = ("loss", "temperature", "lr")) -> Any:
-        """Plot the logged curves, one panel per key (returns the matplotlib figure)."""
-        from .viz import plot_history
-
-        return plot_history(self, keys=keys)
 
     def to_dict(self) -> dict[str, Any]:
         """The history as plain lists (JSON-serialisable)."""
@@ -180,10 +175,10 @@ def train_clip(
     loss (under autocast when ``config.precision`` asks for it), clips the gradient norm, steps
     AdamW, and clamps the logit scale so that it never exceeds ``log(100)``.
 
-    Under ``torchrun``, once :func:`~clip_tutorial.distributed.setup_distributed` has joined the
+    Under ``torchrun``, once :func:`~clip_tutorial.objectives.distributed.setup_distributed` has joined the
     ``W`` processes, the same call trains like one process on the whole batch (Chapter 3.4): all
     start from rank 0's weights, each encodes its ``batch_size / W`` rows of the same global batch,
-    the loss is :func:`~clip_tutorial.distributed.distributed_clip_loss` and the gradients are
+    the loss is :func:`~clip_tutorial.objectives.distributed.distributed_clip_loss` and the gradients are
     averaged. All get the same history and call ``eval_fn`` (which may thus communicate itself);
     only rank 0 writes training states, into a ``checkpoint_dir`` that every process can read.
 
@@ -198,7 +193,7 @@ def train_clip(
             returns a dict of metrics stored in ``History.evals``. Its time is not counted.
         eval_every: steps between evaluations.
         progress: show a ``tqdm`` progress bar with the current loss and temperature (on rank 0).
-        checkpoint_every: save the whole training state (see :mod:`clip_tutorial.train_state`)
+        checkpoint_every: save the whole training state (see :mod:`clip_tutorial.train.state`)
             into ``checkpoint_dir`` every this many steps and after the last one.
         checkpoint_dir: the folder of those training states.
         resume_from: a training state (or a folder of them, the latest is taken) to continue
@@ -212,7 +207,7 @@ def train_clip(
         FloatingPointError: if the loss stops being finite; the message names the step, the
             learning rate and the likely causes.
     """
-    from .train_state import capture_training_state, resume_training, save_training_state
+    from .state import capture_training_state, resume_training, save_training_state
 
     if not isinstance(model, CLIP):
         raise TypeError(f"model: expected a clip_tutorial CLIP, got {type(model).__name__}")
@@ -313,8 +308,3 @@ def train_clip(
     model.eval()
     return history
 
-
-if __name__ == "__main__":  # python -m clip_tutorial.train --help; torchrun ... -m clip_tutorial.train
-    from clip_tutorial.cli import main
-
-    raise SystemExit(main())

@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
-from .data import COLOURS, POSITIONS, SHAPES, SIZES, STYLES, ShapeSpec
-from .data.render import check_choice
-from .data.shapesworld import SIZE_WORDS, STYLE_WORDS, WHERE_PHRASES
-from .model import CLIP
-from .zeroshot import build_zero_shot_classifier, encode_images, encode_texts, ensemble_prompt_embeddings
+from clip_tutorial.data import COLOURS, POSITIONS, SHAPES, SIZES, STYLES, ShapeSpec
+from clip_tutorial.data.render import check_choice
+from clip_tutorial.data.shapesworld import SIZE_WORDS, STYLE_WORDS, WHERE_PHRASES
+from clip_tutorial.model import CLIP
+from clip_tutorial.evaluation.zeroshot import build_zero_shot_classifier, encode_images, encode_texts, ensemble_prompt_embeddings
 
 __all__ = ["ATTRIBUTES", "ATTRIBUTE_TEMPLATES", "describe_images", "describe_features", "compose_alt_text",
            "attribute_accuracy"]

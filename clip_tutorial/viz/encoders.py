@@ -18,7 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .viz import _FONTSIZE, CLIP_MEAN, CLIP_STD, PAGE_WIDTH, _as_array, _wrap_to_width, to_display_images
+from clip_tutorial.data import MEAN, STD
+from .plots import _FONTSIZE, PAGE_WIDTH, _as_array, _wrap_to_width, to_display_images
 
 __all__ = ["show_patches", "plot_position_similarity", "show_attention_maps"]
 
@@ -42,7 +43,7 @@ def _montage(tiles: np.ndarray, rows: int, cols: int, gap: int, fill: float) -> 
 
 
 def show_patches(image: Any, patch_size: int, title: str | None = None, normalized: bool = False,
-                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD) -> Figure:
+                 mean: Sequence[float] = MEAN, std: Sequence[float] = STD) -> Figure:
     """One image with its patch grid drawn on it, beside the patches cut apart and numbered.
 
     The patches are numbered in the order a vision transformer reads them: row by row, left to

@@ -1,9 +1,9 @@
 """OpenAI's released CLIP weights: download, verify, read safely, load into our model.
 
 :func:`load_pretrained` fetches one of the nine official models, checks the file's SHA-256,
-reads its tensors without running any code from it (:mod:`clip_tutorial.safe_load`), loads them
+reads its tensors without running any code from it (:mod:`clip_tutorial.weights.torchscript`), loads them
 strictly into :class:`~clip_tutorial.model.CLIP` and returns the model together with the BPE
-tokenizer and the matching :class:`~clip_tutorial.preprocess.Preprocess`.
+tokenizer and the matching :class:`~clip_tutorial.data.preprocess.Preprocess`.
 
 Explained in Chapter 4.
 """
@@ -22,10 +22,10 @@ from typing import Any, NamedTuple
 import torch
 
 from .checkpoints import sha256_file
-from .model import CLIP
-from .preprocess import Preprocess
-from .recipes import cache_dir
-from .safe_load import is_torchscript_archive, read_torchscript_state_dict
+from clip_tutorial.model import CLIP
+from clip_tutorial.data.preprocess import Preprocess
+from clip_tutorial.core.storage import cache_dir
+from .torchscript import is_torchscript_archive, read_torchscript_state_dict
 
 __all__ = ["PretrainedSource", "PRETRAINED", "Pretrained", "PretrainedUnavailableError", "ChecksumError",
            "list_pretrained", "cached_path", "download_verified", "read_state_dict", "load_pretrained"]
@@ -203,7 +203,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors in a weights file, never running code from it.
 
     TorchScript archives (OpenAI's ``.pt`` files) go through
-    :func:`~clip_tutorial.safe_load.read_torchscript_state_dict`, ``.safetensors`` files through
+    :func:`~clip_tutorial.weights.torchscript.read_torchscript_state_dict`, ``.safetensors`` files through
     ``safetensors``, and plain pickled state dicts through ``torch.load(weights_only=True)``.
     """
     path = Path(path)
@@ -258,7 +258,7 @@ def _build(state_dict: dict[str, torch.Tensor], name: str) -> CLIP:
     causal ``attn_mask``; it is rebuilt by the model and dropped here. OpenAI's files have none.
     """
     from .convert import from_openai_state_dict
-    from .model.config import CONFIGS
+    from clip_tutorial.model.config import CONFIGS
 
     state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()
                   if k.rsplit(".", 1)[-1] != "attn_mask"}
@@ -277,7 +277,7 @@ def load_pretrained(name: str, source: str = "openai", device: torch.device | st
             the hub announces for the file, which cannot be pinned here in advance.
         device: where to put the model (default CPU).
         timeout: seconds to wait for the server before deciding it is unreachable.
-        cache: folder for downloads, default :func:`clip_tutorial.recipes.cache_dir`
+        cache: folder for downloads, default :func:`clip_tutorial.core.storage.cache_dir`
             (``$CLIP_TUTORIAL_CACHE`` or ``~/.cache/clip_tutorial``); OpenAI's files go to its
             ``openai/`` subfolder (place a file there by hand to use it offline), the hub's to ``hf/``.
 
@@ -302,7 +302,7 @@ def load_pretrained(name: str, source: str = "openai", device: torch.device | st
     else:
         path = _hf_download(entry.hf_repo, timeout, root)
     model = _build(read_state_dict(path), name).to(device or "cpu").eval()
-    from .bpe import BPETokenizer
+    from clip_tutorial.text.bpe import BPETokenizer
 
     tokenizer = BPETokenizer(context_length=model.config.context_length)
     return Pretrained(model, tokenizer, Preprocess(model.config.image_resolution))

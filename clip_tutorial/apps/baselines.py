@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .model.config import check_positive_int
-from .train import TrainConfig, lr_at, param_groups
+from clip_tutorial.model.config import check_positive_int
+from clip_tutorial.train.loop import TrainConfig, lr_at, param_groups
 
 __all__ = ["FixedClassCNN", "train_classifier", "classifier_accuracy"]
 

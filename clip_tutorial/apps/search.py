@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .checkpoints import sha256_file
-from .model import CLIP
-from .zeroshot import encode_images
+from clip_tutorial.weights.checkpoints import sha256_file
+from clip_tutorial.model import CLIP
+from clip_tutorial.evaluation.zeroshot import encode_images
 
 __all__ = ["SearchResult", "EmbeddingIndex", "build_image_index"]
 
@@ -284,7 +284,7 @@ def build_image_index(model: CLIP, images: torch.Tensor, batch_size: int = 512, 
     Args:
         model: a CLIP model; its ``encode_image`` gives the embeddings.
         images: (N, 3, H, W) preprocessed float images, or uint8 pixels (``ShapesWorld.images``),
-            which :func:`~clip_tutorial.zeroshot.encode_images` normalises batch by batch.
+            which :func:`~clip_tutorial.evaluation.zeroshot.encode_images` normalises batch by batch.
         batch_size: images embedded at once.
         progress: show the progress bar.
         ids: one unique int or str id per image, as for :meth:`EmbeddingIndex.add`.
@@ -295,9 +295,9 @@ def build_image_index(model: CLIP, images: torch.Tensor, batch_size: int = 512, 
         A cosine :class:`EmbeddingIndex` of ``N`` rows.
 
     Raises:
-        TypeError: if ``images`` is not a tensor (from :func:`~clip_tutorial.zeroshot.encode_images`).
+        TypeError: if ``images`` is not a tensor (from :func:`~clip_tutorial.evaluation.zeroshot.encode_images`).
         ValueError: for empty or misshapen ``images`` or a ``batch_size`` that is not a positive integer
-            (from :func:`~clip_tutorial.zeroshot.encode_images`).
+            (from :func:`~clip_tutorial.evaluation.zeroshot.encode_images`).
 
     Explained in Chapter 5.2.
     """

@@ -10,6 +10,8 @@ import random
 import numpy as np
 import torch
 
+from .version import __version__
+
 __all__ = ["get_device", "seed_everything", "setup_notebook"]
 
 
@@ -74,8 +76,6 @@ def setup_notebook(seed: int = 0, verbose: bool = True) -> torch.device:
     Returns:
         The device chosen by :func:`get_device`.
     """
-    from . import __version__
-
     device = get_device()
     seed_everything(seed)
     try:

@@ -18,13 +18,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .data import ShapesWorld, heldout_combinations
-from .device import seed_everything
-from .loss import caption_positives
-from .model import CLIP, CLIPConfig
-from .recipes import get_recipe, evaluate_zero_shot, make_tokenizer
-from .tokenizer import WordTokenizer
-from .train import History, TrainConfig, train_clip
+from clip_tutorial.data import ShapesWorld, heldout_combinations
+from clip_tutorial.core.device import seed_everything
+from clip_tutorial.objectives.loss import caption_positives
+from clip_tutorial.model import CLIP, CLIPConfig
+from clip_tutorial.train.recipes import get_recipe, evaluate_zero_shot, make_tokenizer
+from clip_tutorial.text.tokenizer import WordTokenizer
+from clip_tutorial.train.loop import History, TrainConfig, train_clip
 
 __all__ = ["ExperimentData", "ShortRun", "make_experiment_data", "run_short", "sweep", "duplicate_loss_floor",
            "expected_duplicate_floor"]
@@ -60,7 +60,7 @@ class ShortRun:
     Attributes:
         model: the trained CLIP, in eval mode.
         history: its training history.
-        metrics: ``heldout_acc`` and ``all_acc`` (see :func:`~clip_tutorial.recipes.evaluate_zero_shot`).
+        metrics: ``heldout_acc`` and ``all_acc`` (see :func:`~clip_tutorial.train.recipes.evaluate_zero_shot`).
     """
 
     model: CLIP

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
-from .loss import clip_loss, clip_loss_gradient
+from clip_tutorial.objectives.loss import clip_loss, clip_loss_gradient
 from .widgets import figure_png
 
 __all__ = ["TEMPERATURE_RANGE", "temperature_figure", "temperature_explorer"]
@@ -131,7 +131,7 @@ def temperature_explorer(similarity: torch.Tensor, temperature: float = 0.07, ro
         import ipywidgets
     except ImportError as err:  # pragma: no cover - ipywidgets is a dependency
         raise ImportError("temperature_explorer needs ipywidgets (pip install ipywidgets); without it, "
-                          "use clip_tutorial.temperature.temperature_figure") from err
+                          "use clip_tutorial.viz.temperature.temperature_figure") from err
     similarity = _check_similarity(similarity)
     temperature = _check_temperature(temperature)
     row = _check_row(row, similarity.shape[0])

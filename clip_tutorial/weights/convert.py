@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .model import CLIP, CLIPConfig
+from clip_tutorial.model import CLIP, CLIPConfig
 
 __all__ = [
     "check_state_dict", "config_from_state_dict", "from_openai_state_dict", "to_openai_state_dict", "hf_config", "to_hf_state_dict",

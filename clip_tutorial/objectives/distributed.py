@@ -199,7 +199,7 @@ def distributed_clip_loss(image_features: torch.Tensor, text_features: torch.Ten
     ``N = W * B`` pairs, and there are two ways to split the work:
 
     * ``local_loss=False``: every process builds the whole ``N x N`` logit matrix from the
-      gathered features and computes the ordinary :func:`~clip_tutorial.loss.clip_loss`. Simple,
+      gathered features and computes the ordinary :func:`~clip_tutorial.objectives.loss.clip_loss`. Simple,
       and the returned loss is the global loss on every process, but each process stores and
       multiplies the full matrix: ``N^2`` memory and ``N^2 d`` work, the same on each of them.
     * ``local_loss=True``: each process keeps only its own ``B`` rows, its images against all

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import COLOURS, MEAN, RELATIONS, SHAPES, SIZES, STD, count_caption, count_scene, relation_caption
-from .data import normalize_images, relation_scene, render_scene
-from .data.render import POSITIONS, ShapeSpec, check_choice, check_int, place
-from .model import CLIP
-from .zeroshot import encode_images, encode_texts
+from clip_tutorial.data import COLOURS, MEAN, RELATIONS, SHAPES, SIZES, STD, count_caption, count_scene, relation_caption
+from clip_tutorial.data import normalize_images, relation_scene, render_scene
+from clip_tutorial.data.render import POSITIONS, ShapeSpec, check_choice, check_int, place
+from clip_tutorial.model import CLIP
+from clip_tutorial.evaluation.zeroshot import encode_images, encode_texts
 
 __all__ = ["ProbeResult", "OPPOSITE_RELATION", "choose_caption", "render_probe_images", "multiple_choice_probe",
            "relation_probe", "counting_probe", "fine_grained_probe"]

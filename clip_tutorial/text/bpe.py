@@ -136,7 +136,7 @@ class BPETokenizer(BaseTokenizer):
     Ids: the 256 byte symbols, the same followed by ``</w>``, one id per merge in merge order,
     then ``<|startoftext|>`` and ``<|endoftext|>`` (the highest id, so pooling at the largest id
     finds it). Calling the tokenizer (inherited from
-    :class:`~clip_tutorial.tokenizer.BaseTokenizer`) returns a (batch, context_length) LongTensor,
+    :class:`~clip_tutorial.text.tokenizer.BaseTokenizer`) returns a (batch, context_length) LongTensor,
     padded with zeros and truncated exactly as ``open_clip.tokenize`` does. Padding id 0 is also the
     byte symbol ``!``; that is harmless because the text tower never reads past the end token.
 
@@ -171,7 +171,7 @@ class BPETokenizer(BaseTokenizer):
 
     @classmethod
     def from_merges(cls, merges: Sequence[tuple[str, str]], context_length: int = 77) -> "BPETokenizer":
-        """A tokenizer with a vocabulary of your own (e.g. from :func:`~clip_tutorial.bpe_trainer.learn_bpe`)."""
+        """A tokenizer with a vocabulary of your own (e.g. from :func:`~clip_tutorial.text.bpe_trainer.learn_bpe`)."""
         return cls(merges, context_length)
 
     def bpe(self, piece: str) -> list[str]:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .checkpoints import sha256_file
+from clip_tutorial.weights.checkpoints import sha256_file
 
 __all__ = ["TrainingState", "save_training_state", "load_training_state", "latest_training_state",
            "state_path", "capture_training_state", "resume_training", "FORMAT"]

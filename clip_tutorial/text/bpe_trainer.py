@@ -1,8 +1,8 @@
 """Learning byte-pair-encoding merges from a corpus, one merge at a time, for teaching.
 
 :func:`learn_bpe` uses the same clean-up, pre-tokenizer, byte symbols and ``</w>`` marker as
-CLIP's tokenizer (:mod:`clip_tutorial.bpe`), so its merges plug straight into
-:meth:`BPETokenizer.from_merges <clip_tutorial.bpe.BPETokenizer.from_merges>`. Each step counts
+CLIP's tokenizer (:mod:`clip_tutorial.text.bpe`), so its merges plug straight into
+:meth:`BPETokenizer.from_merges <clip_tutorial.text.bpe.BPETokenizer.from_merges>`. Each step counts
 every adjacent pair of symbols over the corpus (each word weighted by how often it occurs),
 merges the most frequent pair everywhere, and records what happened. Counting from scratch at
 every step is slow on a large corpus but easy to follow; a caption corpus has few distinct words.

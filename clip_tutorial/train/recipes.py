@@ -2,7 +2,7 @@
 
 A recipe fixes everything a run depends on: the ShapesWorld data, the model sizes and the
 optimiser settings. :func:`train_recipe` runs it; :func:`load_or_train` returns the model that
-ships with the package for that recipe (:mod:`clip_tutorial.shipped`), or else the cached result of
+ships with the package for that recipe (:mod:`clip_tutorial.train.shipped`), or else the cached result of
 an earlier run with the same recipe, training only when there is neither.
 
 Explained in Chapter 1 ("CLIP in a minute") and Chapter 3 (the shipped models).
@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,14 +20,14 @@ from typing import Any
 
 import torch
 
-from .data import ShapesWorld, class_names, heldout_combinations, vocabulary
-from .model import CLIP, CLIPConfig
-from .tokenizer import WordTokenizer
-from .train import History, TrainConfig, train_clip
-from .zeroshot import build_zero_shot_classifier, zero_shot_accuracy
+from clip_tutorial.data import ShapesWorld, class_names, heldout_combinations, vocabulary
+from clip_tutorial.model import CLIP, CLIPConfig
+from clip_tutorial.text.tokenizer import WordTokenizer
+from clip_tutorial.evaluation.zeroshot import build_zero_shot_classifier, zero_shot_accuracy
+from .loop import History, TrainConfig, train_clip
 
 __all__ = ["Recipe", "RECIPES", "TrainedCLIP", "get_recipe", "make_tokenizer", "evaluate_zero_shot",
-           "train_recipe", "load_or_train", "cache_dir", "EVAL_N", "EVAL_SEED"]
+           "train_recipe", "EVAL_N", "EVAL_SEED"]
 
 #: Images per split in the book's zero-shot protocol, :func:`evaluate_zero_shot`.
 EVAL_N = 2000
@@ -99,13 +98,14 @@ class Recipe:
 
 #: The package files whose code decides what a recipe trains; editing any of them retrains.
 #: (The recipes train vision transformers, so the ResNet tower and the size/cost tools are not among them.)
-TRAINING_SOURCES = ("model/config.py", "model/transformer.py", "model/vision.py", "model/clip.py",
-                    "data/render.py", "data/shapesworld.py", "tokenizer.py", "loss.py", "train.py", "recipes.py",
-                    "device.py", "checkpoints.py", "distributed.py", "train_state.py", "data/augment.py")
+TRAINING_SOURCES = ("core", "model/config.py", "model/transformer.py", "model/vision.py", "model/clip.py",
+                    "data/render.py", "data/shapesworld.py", "data/augment.py", "text/tokenizer.py", "objectives",
+                    "weights/checkpoints.py", "weights/convert.py", "train/loop.py", "train/state.py",
+                    "train/recipes.py")
 
 
 def _training_sources() -> list[Path]:
-    root = Path(__file__).parent
+    root = Path(__file__).resolve().parent.parent  # the package folder
     files: list[Path] = []
     for name in TRAINING_SOURCES:
         path = root / name
@@ -166,7 +166,7 @@ class TrainedCLIP:
         history: the training history (empty when loaded from a file: shipped or cached).
         metrics: zero-shot accuracies measured right after training.
         card: the model card of a shipped or saved model (recipe, data seed, metrics, command,
-            versions; see :mod:`clip_tutorial.shipped`); empty for a model trained in this process.
+            versions; see :mod:`clip_tutorial.train.shipped`); empty for a model trained in this process.
     """
 
     model: CLIP
@@ -219,7 +219,7 @@ def train_recipe(name: str | Recipe, device: torch.device | str | None = None, p
         checkpoint_dir: the folder of those training states.
         resume_from: a training state, or a folder of them, to continue from.
     """
-    from .device import get_device, seed_everything
+    from clip_tutorial.core.device import get_device, seed_everything
 
     recipe = get_recipe(name) if isinstance(name, str) else name
     if not isinstance(recipe, Recipe):
@@ -245,47 +245,3 @@ def train_recipe(name: str | Recipe, device: torch.device | str | None = None, p
                **evaluate_zero_shot(model, tokenizer, heldout, recipe.styles, n=EVAL_N, seed=EVAL_SEED),
                "eval_n": EVAL_N, "eval_seed": EVAL_SEED}
     return TrainedCLIP(model.eval(), tokenizer, recipe, history, metrics)
-
-
-def cache_dir() -> Path:
-    """Where trained recipes are cached: ``$CLIP_TUTORIAL_CACHE`` or ``~/.cache/clip_tutorial``."""
-    return Path(os.environ.get("CLIP_TUTORIAL_CACHE", Path.home() / ".cache" / "clip_tutorial"))
-
-
-def load_or_train(name: str, device: torch.device | str | None = None, progress: bool = True,
-                  retrain: bool = False) -> TrainedCLIP:
-    """The model of recipe ``name``: the shipped one, else a cached one, else train it once and cache it.
-
-    1. When the package ships a checkpoint for ``name`` (:func:`clip_tutorial.shipped.list_shipped`)
-       and its model card records exactly the current recipe, that checkpoint is loaded (well
-       under a second, no training). If the recipe was changed since, a warning says so and the
-       steps below run instead.
-    2. Otherwise the cache (:func:`cache_dir`) is keyed by :meth:`Recipe.fingerprint`, so changing
-       a recipe or the package retrains instead of loading a stale model.
-
-    A model loaded from a file has an empty history.
-
-    Args:
-        name: a recipe name, see :data:`RECIPES`.
-        device: where to train and put the model.
-        progress: show progress bars while training.
-        retrain: train live even when a shipped or cached model exists (and replace the cached one).
-    """
-    from .checkpoints import checkpoint_paths, load_checkpoint, save_checkpoint
-    from .shipped import list_shipped, load_shipped, shipped_recipe
-
-    recipe = get_recipe(name)
-    if not retrain and recipe.name in list_shipped():
-        if shipped_recipe(recipe.name) == recipe:
-            return load_shipped(recipe.name, device=device)
-        warnings.warn(f"the shipped model {recipe.name!r} was trained with other settings than the current recipe "
-                      f"{recipe.name!r}; training the current recipe instead", stacklevel=2)
-    path = cache_dir() / f"{recipe.name}-{recipe.fingerprint()}"
-    if not retrain and checkpoint_paths(path)[0].exists():
-        checkpoint = load_checkpoint(path)
-        model = checkpoint.model.to(device if device is not None else "cpu").eval()
-        return TrainedCLIP(model, checkpoint.tokenizer, recipe, metrics=checkpoint.metadata.get("metrics", {}))
-    trained = train_recipe(recipe, device=device, progress=progress)
-    save_checkpoint(trained.model, path, tokenizer=trained.tokenizer,
-                    metadata={"recipe": recipe.name, "fingerprint": recipe.fingerprint(), "metrics": trained.metrics})
-    return trained

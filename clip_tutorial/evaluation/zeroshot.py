@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import normalize_images
-from .model import CLIP
+from clip_tutorial.data import normalize_images
+from clip_tutorial.model import CLIP
 
 __all__ = [
     "DEFAULT_TEMPLATES", "ENSEMBLE_TEMPLATES", "encode_images", "encode_texts", "ensemble_prompt_embeddings",

@@ -1,7 +1,7 @@
 """The tiny CLIPs that ship inside the package, trained once and loaded in a fraction of a second.
 
-Each shipped model is two files in ``clip_tutorial/weights/``, written by
-:func:`~clip_tutorial.checkpoints.save_checkpoint`:
+Each shipped model is two files in ``clip_tutorial/weights/shipped/``, written by
+:func:`~clip_tutorial.weights.checkpoints.save_checkpoint`:
 
 * ``<name>.safetensors``: the weights;
 * ``<name>.json``: the description, whose ``metadata`` is the *model card*: the recipe and all its
@@ -9,28 +9,30 @@ Each shipped model is two files in ``clip_tutorial/weights/``, written by
   of evaluation images and their seed), the command that trained it and the library versions;
   the SHA-256 of the weights sits beside it and is checked on every load.
 
-``<name>`` is a recipe of :data:`clip_tutorial.recipes.RECIPES`, and
+``<name>`` is a recipe of :data:`clip_tutorial.train.recipes.RECIPES`, and
 ``python -m clip_tutorial.train --recipe <name>`` reproduces the model
 (``tools/ship_models.py`` regenerates every shipped file that way).
-:func:`clip_tutorial.recipes.load_or_train` returns the shipped model whenever one exists for the
+:func:`load_or_train` returns the shipped model whenever one exists for the
 recipe asked for, so the notebooks never retrain what the package already holds.
 
 Explained in Chapter 3.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoints import _read_description, checkpoint_paths, load_checkpoint
-from .recipes import Recipe, TrainedCLIP
+from clip_tutorial.core.storage import cache_dir
+from clip_tutorial.weights.checkpoints import checkpoint_paths, load_checkpoint, read_description, save_checkpoint
+from .recipes import Recipe, TrainedCLIP, get_recipe, train_recipe
 
-__all__ = ["WEIGHTS_DIR", "list_shipped", "shipped_path", "shipped_card", "shipped_recipe", "load_shipped"]
+__all__ = ["WEIGHTS_DIR", "list_shipped", "shipped_path", "shipped_card", "shipped_recipe", "load_shipped", "load_or_train"]
 
 #: The folder of the shipped checkpoints, inside the installed package.
-WEIGHTS_DIR = Path(__file__).parent / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "shipped"
 
 
 def list_shipped() -> list[str]:
@@ -66,7 +68,7 @@ def shipped_card(name: str) -> dict[str, Any]:
         added: ``recipe``, ``recipe_settings``, ``data_seed``, ``metrics``, ``command``,
         ``versions``, ...
     """
-    description = _read_description(checkpoint_paths(shipped_path(name))[1])
+    description = read_description(checkpoint_paths(shipped_path(name))[1])
     card = dict(description["metadata"]) if isinstance(description["metadata"], dict) else {}
     return {**card, "sha256": description["sha256"]}
 
@@ -74,7 +76,7 @@ def shipped_card(name: str) -> dict[str, Any]:
 def shipped_recipe(name: str) -> Recipe:
     """The recipe that trained the shipped model ``name``, rebuilt from the settings its card records.
 
-    :func:`~clip_tutorial.recipes.load_or_train` compares it with the current recipe of that name,
+    :func:`~clip_tutorial.train.recipes.load_or_train` compares it with the current recipe of that name,
     so a recipe edited after the model was shipped is trained afresh rather than answered with
     weights that no longer match it.
 
@@ -96,8 +98,8 @@ def load_shipped(name: str, device: torch.device | str | None = None) -> Trained
         device: where to put the model (default: the CPU).
 
     Returns:
-        A :class:`~clip_tutorial.recipes.TrainedCLIP` with the model in eval mode, the tokenizer it
-        was trained with, the :class:`~clip_tutorial.recipes.Recipe` recorded in its card, the
+        A :class:`~clip_tutorial.train.recipes.TrainedCLIP` with the model in eval mode, the tokenizer it
+        was trained with, the :class:`~clip_tutorial.train.recipes.Recipe` recorded in its card, the
         card's metrics, an empty history and the card itself.
 
     Raises:
@@ -109,3 +111,39 @@ def load_shipped(name: str, device: torch.device | str | None = None) -> Trained
     card = shipped_card(name)
     return TrainedCLIP(checkpoint.model.eval(), checkpoint.tokenizer, shipped_recipe(name),
                        metrics=dict(card.get("metrics", {})), card=card)
+
+
+def load_or_train(name: str, device: torch.device | str | None = None, progress: bool = True,
+                  retrain: bool = False) -> TrainedCLIP:
+    """The model of recipe ``name``: the shipped one, else a cached one, else train it once and cache it.
+
+    1. When the package ships a checkpoint for ``name`` (:func:`list_shipped`)
+       and its model card records exactly the current recipe, that checkpoint is loaded (well
+       under a second, no training). If the recipe was changed since, a warning says so and the
+       steps below run instead.
+    2. Otherwise the cache (:func:`clip_tutorial.core.storage.cache_dir`) is keyed by :meth:`~clip_tutorial.train.recipes.Recipe.fingerprint`, so changing
+       a recipe or the package retrains instead of loading a stale model.
+
+    A model loaded from a file has an empty history.
+
+    Args:
+        name: a recipe name, see :data:`clip_tutorial.train.recipes.RECIPES`.
+        device: where to train and put the model.
+        progress: show progress bars while training.
+        retrain: train live even when a shipped or cached model exists (and replace the cached one).
+    """
+    recipe = get_recipe(name)
+    if not retrain and recipe.name in list_shipped():
+        if shipped_recipe(recipe.name) == recipe:
+            return load_shipped(recipe.name, device=device)
+        warnings.warn(f"the shipped model {recipe.name!r} was trained with other settings than the current recipe "
+                      f"{recipe.name!r}; training the current recipe instead", stacklevel=2)
+    path = cache_dir() / f"{recipe.name}-{recipe.fingerprint()}"
+    if not retrain and checkpoint_paths(path)[0].exists():
+        checkpoint = load_checkpoint(path)
+        model = checkpoint.model.to(device if device is not None else "cpu").eval()
+        return TrainedCLIP(model, checkpoint.tokenizer, recipe, metrics=checkpoint.metadata.get("metrics", {}))
+    trained = train_recipe(recipe, device=device, progress=progress)
+    save_checkpoint(trained.model, path, tokenizer=trained.tokenizer,
+                    metadata={"recipe": recipe.name, "fingerprint": recipe.fingerprint(), "metrics": trained.metrics})
+    return trained

@@ -5,10 +5,10 @@ engine: embed the query, compare it with every image embedding, keep the ``k`` b
 :func:`search_figure` draws the results of a few queries, so that a page rendered without a
 running kernel still shows them; :func:`search_box` is the interactive version, an ipywidgets
 text box whose results update as you type a new query (in Jupyter or Colab). Both also accept an
-:class:`~clip_tutorial.search.EmbeddingIndex` of the gallery (Chapter 5.2, a search engine over
+:class:`~clip_tutorial.apps.search.EmbeddingIndex` of the gallery (Chapter 5.2, a search engine over
 50,000 images), and uint8 pixels, which take four times less memory than normalised floats.
 
-The temperature's playground (Chapter 2.3) lives in :mod:`clip_tutorial.temperature`.
+The temperature's playground (Chapter 2.3) lives in :mod:`clip_tutorial.viz.temperature`.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from .model import CLIP
-from .search import EmbeddingIndex
-from .viz import to_display_images
-from .zeroshot import encode_images, encode_texts
+from clip_tutorial.model import CLIP
+from clip_tutorial.apps.search import EmbeddingIndex
+from .plots import to_display_images
+from clip_tutorial.evaluation.zeroshot import encode_images, encode_texts
 
 __all__ = ["text_to_image_search", "search_figure", "search_box", "figure_png"]
 
@@ -90,7 +90,7 @@ def text_to_image_search(model: CLIP, tokenizer: Tokenizer, images_or_features: 
                          k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` images most similar to a text query, best first.
 
-    Explained in Chapter 1.5. Embed the gallery once with :func:`~clip_tutorial.zeroshot.encode_images`
+    Explained in Chapter 1.5. Embed the gallery once with :func:`~clip_tutorial.evaluation.zeroshot.encode_images`
     and pass the features, so that each query only costs one text embedding and one matrix product.
 
     Args:
@@ -127,7 +127,7 @@ def _ranker(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, features: t
             raise ValueError(f"features: expected one row per image ({images.shape[0]}), got {gallery.shape[0]}")
         return lambda query: text_to_image_search(model, tokenizer, gallery, query, k)
     if not isinstance(index, EmbeddingIndex):
-        raise TypeError(f"index: expected a clip_tutorial.search.EmbeddingIndex or None, got {type(index).__name__}")
+        raise TypeError(f"index: expected a clip_tutorial.apps.search.EmbeddingIndex or None, got {type(index).__name__}")
     if features is not None:
         raise ValueError("features: expected None when an index is given (the index holds the embeddings), got a tensor")
     if len(index) != images.shape[0] or index.dim != model.config.embed_dim:
@@ -180,7 +180,7 @@ def search_figure(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, queri
         k: images shown per query.
         features: the gallery's image embeddings ``(N, D)`` if already computed.
         title: the figure's title.
-        index: an :class:`~clip_tutorial.search.EmbeddingIndex` whose row ``i`` is image ``i``
+        index: an :class:`~clip_tutorial.apps.search.EmbeddingIndex` whose row ``i`` is image ``i``
             (Chapter 5.2); the search then runs on the index, and ``features`` must be ``None``.
         fontsize: size in points of the labels (ranks, scores and queries); the title is one
             point larger and the figure widens with the queries' labels. A figure wider than the
@@ -230,7 +230,7 @@ def search_box(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, k: int =
         k: images shown per query.
         features: the gallery's image embeddings ``(N, D)`` if already computed.
         value: the query shown at first.
-        index: an :class:`~clip_tutorial.search.EmbeddingIndex` whose row ``i`` is image ``i``
+        index: an :class:`~clip_tutorial.apps.search.EmbeddingIndex` whose row ``i`` is image ``i``
             (Chapter 5.2); queries then search the index, and ``features`` must be ``None``.
 
     Returns:
@@ -244,7 +244,7 @@ def search_box(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, k: int =
         import ipywidgets
     except ImportError as err:  # pragma: no cover - ipywidgets is a dependency
         raise ImportError("search_box needs ipywidgets (pip install ipywidgets); without it, "
-                          "use clip_tutorial.widgets.search_figure for a static figure of the results") from err
+                          "use clip_tutorial.viz.widgets.search_figure for a static figure of the results") from err
     _check_model(model, tokenizer)
     images = _check_images(images)
     k = _check_k(k, images.shape[0])

@@ -7,7 +7,7 @@ range over the attributes it does not mention ("a red circle", "a red square", .
 prompt ensembling averages templates. An image's score for a tag is its cosine similarity with
 that embedding, or, with ``relative=True``, the softmax of the similarities within the tag's
 attribute (how much more "red" the image looks than any other colour). A per-tag threshold is
-chosen on validation data with :func:`~clip_tutorial.calibration.calibrate_threshold`.
+chosen on validation data with :func:`~clip_tutorial.apps.calibration.calibrate_threshold`.
 """
 from __future__ import annotations
 
@@ -18,11 +18,11 @@ import numpy as np
 import torch
 
 from .calibration import CalibratedThreshold, calibrate_threshold, f1_score, precision_recall_at, roc_auc
-from .data.matching import ATTRIBUTE_VALUES, QueryAttributes, relevance
-from .data.render import COLOURS, SHAPES, STYLES, ShapeSpec, check_choice
-from .data.shapesworld import STYLE_WORDS, WHERE_PHRASES
-from .model import CLIP
-from .zeroshot import build_zero_shot_classifier
+from clip_tutorial.data.matching import ATTRIBUTE_VALUES, QueryAttributes, relevance
+from clip_tutorial.data.render import COLOURS, SHAPES, STYLES, ShapeSpec, check_choice
+from clip_tutorial.data.shapesworld import STYLE_WORDS, WHERE_PHRASES
+from clip_tutorial.model import CLIP
+from clip_tutorial.evaluation.zeroshot import build_zero_shot_classifier
 
 __all__ = ["TAG_ATTRIBUTES", "Tag", "catalogue_tags", "tag_templates", "build_tag_embeddings", "tag_labels",
            "tag_scores", "calibrate_tags", "predict_tags", "TagMetrics", "tag_metrics"]
@@ -133,7 +133,7 @@ def _check_tags(tags: object) -> list[Tag]:
 def build_tag_embeddings(model: CLIP, tokenizer: Tokenizer, tags: Sequence[Tag]) -> torch.Tensor:
     """Tag embeddings (embed_dim, num_tags): each tag's prompts from :func:`tag_templates`, ensembled.
 
-    Each column is what :func:`~clip_tutorial.zeroshot.build_zero_shot_classifier` gives for the
+    Each column is what :func:`~clip_tutorial.evaluation.zeroshot.build_zero_shot_classifier` gives for the
     tag's word with its attribute's templates: the prompts' normalised embeddings, averaged and
     normalised again.
 
@@ -244,10 +244,10 @@ def calibrate_tags(val_scores: torch.Tensor, val_labels: torch.Tensor, target: f
         val_labels: (N, num_tags) ground truth from :func:`tag_labels`; every tag needs a positive.
         target: the precision or recall to reach (``None`` with ``"f1"``).
         criterion: ``"f1"``, ``"precision"`` or ``"recall"``, as in
-            :func:`~clip_tutorial.calibration.calibrate_threshold`.
+            :func:`~clip_tutorial.apps.calibration.calibrate_threshold`.
 
     Returns:
-        One :class:`~clip_tutorial.calibration.CalibratedThreshold` per column.
+        One :class:`~clip_tutorial.apps.calibration.CalibratedThreshold` per column.
 
     Raises:
         ValueError: on mismatched shapes, or as ``calibrate_threshold`` (e.g. a tag with no positive).
@@ -303,7 +303,7 @@ class TagMetrics:
 
     @property
     def f1(self) -> float:
-        """Harmonic mean of precision and recall (:func:`~clip_tutorial.calibration.f1_score`)."""
+        """Harmonic mean of precision and recall (:func:`~clip_tutorial.apps.calibration.f1_score`)."""
         return f1_score(self.precision, self.recall)
 
 

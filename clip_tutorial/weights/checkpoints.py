@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .bpe import OFFICIAL_NUM_MERGES, BPETokenizer, load_merges
+from clip_tutorial.text.bpe import OFFICIAL_NUM_MERGES, BPETokenizer, load_merges
 from .convert import check_state_dict
-from .model import CLIP, CLIPConfig
-from .tokenizer import BaseTokenizer, WordTokenizer
+from clip_tutorial.model import CLIP, CLIPConfig
+from clip_tutorial.text.tokenizer import BaseTokenizer, WordTokenizer
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_paths", "sha256_file", "FORMAT", "VERSION"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_paths", "read_description", "sha256_file", "FORMAT", "VERSION"]
 
 #: The ``"format"`` field of every checkpoint description.
 FORMAT = "clip_tutorial-checkpoint"
@@ -44,8 +44,8 @@ class Checkpoint:
 
     Attributes:
         model: the :class:`~clip_tutorial.model.CLIP` model with the saved weights, in eval mode.
-        tokenizer: the saved :class:`~clip_tutorial.tokenizer.WordTokenizer` or
-            :class:`~clip_tutorial.bpe.BPETokenizer`, or ``None`` when the checkpoint was saved
+        tokenizer: the saved :class:`~clip_tutorial.text.tokenizer.WordTokenizer` or
+            :class:`~clip_tutorial.text.bpe.BPETokenizer`, or ``None`` when the checkpoint was saved
             without one.
         metadata: the free-form dict given to :func:`save_checkpoint` (empty when none was given).
         config: the model's configuration, as stored in the checkpoint.
@@ -105,7 +105,7 @@ def _tokenizer_description(tokenizer: WordTokenizer | BPETokenizer) -> dict[str,
 
     A word tokenizer stores its words. A BPE tokenizer whose merges are the first ``n`` of CLIP's
     official list (the vocabulary file shipped in ``clip_tutorial/assets``) stores only ``n``; one
-    with merges of its own (e.g. from :func:`~clip_tutorial.bpe_trainer.learn_bpe`) stores them.
+    with merges of its own (e.g. from :func:`~clip_tutorial.text.bpe_trainer.learn_bpe`) stores them.
     """
     if isinstance(tokenizer, WordTokenizer):
         return {"type": "word", **json.loads(tokenizer.to_json())}
@@ -147,8 +147,8 @@ def save_checkpoint(model: CLIP, path: str | os.PathLike, tokenizer: WordTokeniz
         model: the model to save; its weights are copied to the CPU first.
         path: where to save, with or without the ``.safetensors`` suffix.
         tokenizer: the tokenizer the model was trained with, saved in the JSON file: a
-            :class:`~clip_tutorial.tokenizer.WordTokenizer` with its words, or a
-            :class:`~clip_tutorial.bpe.BPETokenizer` by its settings (its number of official merges,
+            :class:`~clip_tutorial.text.tokenizer.WordTokenizer` with its words, or a
+            :class:`~clip_tutorial.text.bpe.BPETokenizer` by its settings (its number of official merges,
             or its own merges) and context length.
         metadata: any JSON-serialisable dict (steps trained, accuracy, dataset seed ...); NumPy
             numbers and small tensors in it are stored as plain numbers and lists.
@@ -207,7 +207,8 @@ def save_checkpoint(model: CLIP, path: str | os.PathLike, tokenizer: WordTokeniz
     return weights_path
 
 
-def _read_description(json_path: Path) -> dict[str, Any]:
+def read_description(json_path: Path) -> dict[str, Any]:
+    """The JSON description beside a checkpoint's weights, checked to be one of ours (format and version)."""
     try:
         description = json.loads(json_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -267,7 +268,7 @@ def load_checkpoint(path: str | os.PathLike, config: CLIPConfig | None = None,
         device = torch.device(map_location)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"map_location: expected a device such as 'cpu' or 'cuda', got {map_location!r}") from err
-    description = _read_description(json_path)
+    description = read_description(json_path)
     try:
         stored = CLIPConfig.from_dict(description["config"])
     except (TypeError, ValueError) as err:

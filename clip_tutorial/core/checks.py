@@ -1,0 +1,177 @@
+"""Argument checks shared by the whole package: every bad input gets an error that names the argument,
+what was expected and what arrived ("name: expected X, got Y").
+
+Each check returns the value it accepted (converted where that is useful: an ``int`` for a NumPy
+integer, a ``float`` pair for a range), so that a function's first lines can read
+``n = check_int("n", n, minimum=1)`` and the maths follows. ``bool`` is refused wherever a number
+is expected: ``True`` is an ``int`` to Python but never what a caller meant.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["describe", "check_type", "check_callable", "check_int", "check_positive_int", "check_number",
+           "check_choice", "check_range", "check_tensor"]
+
+
+def describe(value: object) -> str:
+    """A short description of ``value`` for an error message: a tensor's shape and dtype, else its type and repr."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def check_type(name: str, value: Any, types: type | tuple[type, ...], expected: str | None = None) -> Any:
+    """Return ``value`` if it is an instance of ``types``, else raise a ``TypeError`` naming ``name``.
+
+    ``expected`` words what was expected (default: the type names).
+    """
+    if not isinstance(value, types):
+        if expected is None:
+            names = [t.__name__ for t in (types if isinstance(types, tuple) else (types,))]
+            expected = "a " + " or ".join(names)
+        raise TypeError(f"{name}: expected {expected}, got {describe(value)}")
+    return value
+
+
+def check_callable(name: str, value: Any, expected: str = "a callable") -> Any:
+    """Return ``value`` if it can be called, else raise a ``TypeError`` naming ``name``."""
+    if not callable(value):
+        raise TypeError(f"{name}: expected {expected}, got {describe(value)}")
+    return value
+
+
+def check_int(name: str, value: object, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Return ``value`` as an ``int`` if it is an integer in ``[minimum, maximum]`` (``None``: unbounded).
+
+    Raises:
+        TypeError: if ``value`` is not an integer (``bool`` is refused too).
+        ValueError: if ``value`` is out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {describe(value)}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        if maximum is None:
+            bound = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        elif minimum is None:
+            bound = f"an int <= {maximum}"
+        else:
+            bound = f"an int in [{minimum}, {maximum}]"
+        raise ValueError(f"{name}: expected {bound}, got {value}")
+    return int(value)
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Return ``value`` if it is an int ``>= 1`` (``bool`` refused); ``check_int(name, value, minimum=1)``."""
+    return check_int(name, value, minimum=1)
+
+
+def check_number(name: str, value: object, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, high_open: bool = False, finite: bool = True) -> float:
+    """Return ``value`` as a ``float`` if it is a real number within the given bounds.
+
+    Args:
+        name: the argument's name, for the message.
+        value: what the caller passed (Python or NumPy numbers, or a one-element tensor).
+        low, high: bounds, ``None`` for none.
+        low_open, high_open: exclude the bound itself (``low_open=True``: ``value > low``).
+        finite: refuse ``nan`` and ``inf``.
+
+    Raises:
+        TypeError: if ``value`` is not a number (``bool`` is refused too).
+        ValueError: if it is out of bounds or not finite.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.dtype == torch.bool:
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number, got {describe(value)}")
+    number = float(value)
+    if math.isnan(number) or (finite and math.isinf(number)):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    too_low = low is not None and (number <= low if low_open else number < low)
+    too_high = high is not None and (number >= high if high_open else number > high)
+    if too_low or too_high:
+        parts = []
+        if low is not None:
+            parts.append(f"{'>' if low_open else '>='} {low}")
+        if high is not None:
+            parts.append(f"{'<' if high_open else '<='} {high}")
+        raise ValueError(f"{name}: expected a number {' and '.join(parts)}, got {value!r}")
+    return number
+
+
+def check_choice(name: str, value: object, options: Sequence[str]) -> str:
+    """Return ``value`` if it is one of the strings ``options``.
+
+    Raises:
+        TypeError: if ``value`` is not a string.
+        ValueError: if ``value`` is not one of ``options`` (they are listed).
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected a str, one of {list(options)}, got {type(value).__name__} {value!r}")
+    if value not in options:
+        raise ValueError(f"{name}: expected one of {list(options)}, got {value!r}")
+    return value
+
+
+def check_range(name: str, value: object, upper: float | None = None) -> tuple[float, float]:
+    """Return ``(low, high)`` as floats if ``value`` is a pair with ``0 < low <= high`` (``<= upper`` if given).
+
+    Raises:
+        TypeError: if ``value`` is not a pair of numbers.
+        ValueError: if the pair is out of order or out of bounds.
+    """
+    if (isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+        raise TypeError(f"{name}: expected a pair of numbers (low, high), got {value!r}")
+    low, high = float(value[0]), float(value[1])
+    if not (0 < low <= high) or (upper is not None and high > upper) or not math.isfinite(high):
+        bound = f" <= {upper}" if upper is not None else ""
+        raise ValueError(f"{name}: expected 0 < low <= high{bound}, got {value!r}")
+    return low, high
+
+
+def check_tensor(name: str, value: object, *, ndim: int | None = None, shape: Sequence[int | None] | None = None,
+                 floating: bool = False, nonempty: bool = False, what: str | None = None) -> torch.Tensor:
+    """Return ``value`` if it is a ``torch.Tensor`` of the expected rank, shape and kind.
+
+    Args:
+        name: the argument's name, for the message.
+        value: what the caller passed.
+        ndim: the number of dimensions required, ``None`` for any.
+        shape: the shape required, with ``None`` for a free dimension (implies ``ndim``).
+        floating: require a floating-point dtype.
+        nonempty: require at least one element.
+        what: how to word the expectation (e.g. ``"image features (N, D)"``); default from the rest.
+
+    Raises:
+        TypeError: if ``value`` is not a tensor, or not floating-point when ``floating`` is set.
+        ValueError: if its rank, shape or size is wrong.
+    """
+    if shape is not None:
+        ndim = len(shape)
+    if what is None:
+        dims = ", ".join("*" if s is None else str(s) for s in shape) if shape is not None else None
+        what = ("a floating-point tensor" if floating else "a tensor") + (
+            f" of shape ({dims})" if dims is not None else f" with {ndim} dimensions" if ndim is not None else "")
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected {what}, got {describe(value)}")
+    if floating and not value.is_floating_point():
+        raise TypeError(f"{name}: expected {what}, got {describe(value)}")
+    if ndim is not None and value.ndim != ndim:
+        raise ValueError(f"{name}: expected {what}, got {describe(value)}")
+    if shape is not None and any(s is not None and s != v for s, v in zip(shape, value.shape)):
+        raise ValueError(f"{name}: expected {what}, got {describe(value)}")
+    if nonempty and value.numel() == 0:
+        raise ValueError(f"{name}: expected {what} with at least one element, got {describe(value)}")
+    return value
