@@ -15,7 +15,7 @@ from .resnet import ModifiedResNet
 from .transformer import LayerNorm, Transformer, causal_mask
 from .vision import VisionTransformer
 
-__all__ = ["CLIP", "CLIPOutput", "MAX_LOGIT_SCALE"]
+__all__ = ["CLIP", "CLIPOutput", "MAX_LOGIT_SCALE", "check_clip"]
 
 #: CLIP's training clips the learned logit scale so that it never exceeds 100 (a temperature of 0.01);
 #: the forward pass itself applies no clamp, as in OpenAI's released code (see ``train_clip``).
@@ -184,3 +184,10 @@ class CLIP(nn.Module):
     def num_parameters(self) -> int:
         """Total number of parameters (works on the meta device too)."""
         return sum(p.numel() for p in self.parameters())
+
+
+def check_clip(name: str, value: object) -> CLIP:
+    """Return ``value`` if it is a :class:`CLIP`, else raise a ``TypeError`` naming the argument ``name``."""
+    if not isinstance(value, CLIP):
+        raise TypeError(f"{name}: expected a clip_tutorial.CLIP, got {type(value).__name__}")
+    return value
