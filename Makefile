@@ -39,6 +39,7 @@ book: $(STAMP)
 benchmark: $(STAMP)
 	$(PY) benchmarks/notebook_times.py
 	$(PY) benchmarks/demo_training.py
+	$(PY) benchmarks/import_time.py
 
 clean:
 	rm -rf _build

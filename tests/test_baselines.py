@@ -46,10 +46,12 @@ def test_training_is_deterministic_for_a_seed():
     assert runs[0] == runs[1]
 
 
-@pytest.mark.parametrize("kwargs", [{"num_classes": 0}, {"num_classes": 3, "width": 0},
-                                    {"num_classes": 3, "image_size": 20}, {"num_classes": 2.5}])
-def test_bad_constructor_arguments(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs, error", [
+    ({"num_classes": 0}, ValueError), ({"num_classes": 3, "width": 0}, ValueError),
+    ({"num_classes": 3, "image_size": 20}, ValueError), ({"num_classes": 2.5}, TypeError),
+])
+def test_bad_constructor_arguments(kwargs, error):
+    with pytest.raises(error, match=next(reversed(kwargs))):
         FixedClassCNN(**kwargs)
 
 

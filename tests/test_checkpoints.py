@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from clip_tutorial.weights import checkpoints
+from clip_tutorial.core import storage
 from clip_tutorial.weights.checkpoints import Checkpoint, checkpoint_paths, load_checkpoint, save_checkpoint
 from clip_tutorial.model import CLIP, CLIPConfig
 from clip_tutorial.text.bpe import OFFICIAL_NUM_MERGES, BPETokenizer, load_merges
@@ -167,7 +167,7 @@ def test_wrong_format_or_version(saved, field, value, message):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize("suffix,label", [(".json", "JSON description"), (".safetensors", "weights file")])
+@pytest.mark.parametrize("suffix,label", [(".json", "JSON description"), (".safetensors", "safetensors file")])
 def test_missing_file_is_named(saved, suffix, label):
     _, _, path = saved
     missing = path.with_suffix(suffix)
@@ -246,7 +246,7 @@ def test_unwritable_folder_gives_a_clear_error(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(checkpoints, "save_file", refuse)
+    monkeypatch.setattr(storage, "save_file", refuse)
     with pytest.raises(PermissionError, match="Permission denied"):
         save_checkpoint(_model(), tmp_path / "ok" / "tiny")
     assert list((tmp_path / "ok").iterdir()) == []

@@ -134,9 +134,11 @@ def test_run_short_errors(tiny_data):
         run_short("data", CONFIG)
     with pytest.raises(TypeError, match="config"):
         run_short(tiny_data, {"steps": 3})
-    for bad in (0.001, 2.0, True):
+    for bad in (0.001, 2.0):
         with pytest.raises(ValueError, match="fixed_temperature"):
             run_short(tiny_data, CONFIG, fixed_temperature=bad)
+    with pytest.raises(TypeError, match="fixed_temperature: expected a number"):
+        run_short(tiny_data, CONFIG, fixed_temperature=True)
     with pytest.raises(ValueError, match="n_eval"):
         run_short(tiny_data, CONFIG, n_eval=0)
 

@@ -115,13 +115,17 @@ def test_load_rejects_corrupted_files(tmp_path):
     json_path.write_text(json.dumps({**description, "ids": [0, 1]}))
     with pytest.raises(ValueError, match="path: expected 6 ids and 6 metadata entries .* got 2 and 6"):
         EmbeddingIndex.load(path)
+    json_path.write_text(json.dumps({k: v for k, v in description.items() if k != "normalize"}))
+    with pytest.raises(ValueError, match="path: expected a valid index description in .*idx.json, got no 'normalize'"):
+        EmbeddingIndex.load(path)
     json_path.write_text("{not json")
-    with pytest.raises(ValueError, match="path: expected a valid index description"):
+    with pytest.raises(ValueError, match="path: embedding index description .*idx.json is corrupted: expected JSON"):
         EmbeddingIndex.load(path)
     json_path.unlink()
-    with pytest.raises(ValueError, match="path: expected the index description .*idx.json beside idx.safetensors"):
+    with pytest.raises(FileNotFoundError, match="path: embedding index .* is incomplete: its JSON description "
+                                                ".*idx.json is missing"):
         EmbeddingIndex.load(path)
-    with pytest.raises(ValueError, match="path: expected an index file at"):
+    with pytest.raises(FileNotFoundError, match="path: expected the embedding index .*missing.*found neither"):
         EmbeddingIndex.load(tmp_path / "missing.safetensors")
 
 

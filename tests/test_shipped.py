@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from clip_tutorial.train import recipes, shipped
-from clip_tutorial.weights.checkpoints import checkpoint_paths, sha256_file
+from clip_tutorial.core.storage import sha256_file
+from clip_tutorial.weights.checkpoints import checkpoint_paths
 from clip_tutorial.data import heldout_combinations
 from clip_tutorial.model import CLIP, CLIPConfig
 from clip_tutorial.train.recipes import RECIPES, Recipe, evaluate_zero_shot, make_tokenizer

@@ -215,8 +215,11 @@ def test_legible_fontsize_grows_with_a_figure_wider_than_the_page():
     assert viz.legible_fontsize(viz.PAGE_WIDTH / 2) == 9.0
     assert viz.legible_fontsize(viz.PAGE_WIDTH, 10) == 10.0
     assert viz.legible_fontsize(2 * viz.PAGE_WIDTH, 9) == pytest.approx(18.0)
-    for bad in (0, -1.0, "wide", True):
+    for bad in (0, -1.0):
         with pytest.raises(ValueError, match="fig_width: expected a positive number"):
+            viz.legible_fontsize(bad)
+    for bad in ("wide", True):  # not a number at all
+        with pytest.raises(TypeError, match="fig_width: expected a number"):
             viz.legible_fontsize(bad)
     with pytest.raises(ValueError, match="size: expected a positive number"):
         viz.legible_fontsize(5.0, 0)
@@ -258,6 +261,9 @@ def test_show_images_rejects_bad_wrap_and_fontsize():
         viz.show_images(_uint8(2), wrap=0)
     with pytest.raises(ValueError, match="fontsize: expected a number >= 8.5"):
         viz.show_images(_uint8(2), fontsize=6)
+    for name, bad in (("wrap", 2.5), ("ncols", True), ("fontsize", "10")):  # not a number of the right kind
+        with pytest.raises(TypeError, match=f"{name}: expected"):
+            viz.show_images(_uint8(2), **{name: bad})
 
 
 def test_plot_similarity_fits_the_page_with_legible_labels():

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from clip_tutorial import ShapesWorld  # noqa: E402
 from conftest import make_tiny_clip  # noqa: E402
+from clip_tutorial.apps.search import SearchResult  # noqa: E402
 from clip_tutorial.viz.widgets import search_box, search_figure, text_to_image_search  # noqa: E402
 from clip_tutorial.evaluation.zeroshot import encode_images, encode_texts  # noqa: E402
 
@@ -36,19 +37,41 @@ def test_search_returns_the_ordering_of_a_reference_computation(tiny, seed):
     g = torch.Generator().manual_seed(seed)
     features = torch.randn(30, 16, generator=g) * torch.rand(30, 1, generator=g).add(0.1)  # unnormalised rows
     query = ["a red circle", "a big yellow star", "two blue squares"][seed]
-    indices, scores = text_to_image_search(model, tokenizer, features, query, k=7)
+    result = text_to_image_search(model, tokenizer, features, query, k=7)
+    assert isinstance(result, SearchResult) and result.scores.shape == result.rows.shape == (1, 7)
+    scores, ids, rows = result  # unpacks as (scores, ids, rows), like what EmbeddingIndex.search returns
+    assert scores is result.scores and ids is result.ids and rows is result.rows
+    indices, scores = result.rows[0], result.scores[0]
     text = encode_texts(model, tokenizer, [query])[0]
     reference = F.cosine_similarity(features, text[None], dim=-1)
     assert indices.tolist() == reference.argsort(descending=True)[:7].tolist()
+    assert result.ids == [indices.tolist()]  # a tensor gallery's ids are its row numbers
     assert torch.allclose(scores, reference[indices], atol=1e-6)
     assert torch.all(scores[:-1] >= scores[1:])
+
+
+def test_search_of_several_queries_equals_one_search_per_query(tiny):
+    model, tokenizer, images = tiny
+    features = encode_images(model, images)
+    queries = ["a red circle", "a big yellow star", "two blue squares"]
+    together = text_to_image_search(model, tokenizer, features, queries, k=4)
+    assert together.scores.shape == together.rows.shape == (3, 4) and len(together.ids) == 3
+    for q, query in enumerate(queries):
+        alone = text_to_image_search(model, tokenizer, features, query, k=4)
+        assert together.ids[q] == alone.ids[0] and torch.equal(together.rows[q], alone.rows[0])
+        torch.testing.assert_close(together.scores[q], alone.scores[0])
+    with pytest.raises(ValueError, match=r"query\[1\]: expected some words"):
+        text_to_image_search(model, tokenizer, features, ["a red circle", " "])
+    with pytest.raises(ValueError, match="query: expected a non-empty list"):
+        text_to_image_search(model, tokenizer, features, [])
 
 
 def test_search_over_images_equals_search_over_their_features(tiny):
     model, tokenizer, images = tiny
     by_images = text_to_image_search(model, tokenizer, images, "a hollow green heart", k=5)
     by_features = text_to_image_search(model, tokenizer, encode_images(model, images), "a hollow green heart", k=5)
-    assert torch.equal(by_images[0], by_features[0]) and torch.allclose(by_images[1], by_features[1], atol=1e-6)
+    assert torch.equal(by_images.rows, by_features.rows) and by_images.ids == by_features.ids
+    assert torch.allclose(by_images.scores, by_features.scores, atol=1e-6)
 
 
 @pytest.mark.parametrize("query, k, error", [
@@ -69,6 +92,10 @@ def test_search_rejects_bad_galleries(tiny):
         text_to_image_search(model, tokenizer, torch.zeros(5, 3, 32, 32, dtype=torch.int32), "a red circle")
     with pytest.raises(TypeError, match="model"):
         text_to_image_search(object(), tokenizer, images, "a red circle")
+    with pytest.raises(TypeError, match="tokenizer: expected a tokenizer"):
+        text_to_image_search(model, "tokenizer", images, "a red circle")
+    with pytest.raises(ValueError, match=r"images: expected .*got a tensor of shape \(40, 3, 32\)"):
+        search_figure(model, tokenizer, images[..., 0], ["a red circle"], k=3)
 
 
 def test_search_figure_has_one_row_per_query(tiny):
@@ -93,8 +120,11 @@ def test_search_figure_fontsize_sets_the_labels_and_widens_the_figure(tiny):
     assert small.axes[0].xaxis.label.get_fontsize() == 8 and large.axes[0].xaxis.label.get_fontsize() == 12
     assert large.axes[0].yaxis.label.get_fontsize() == 12
     assert large.get_figwidth() > small.get_figwidth()
-    for bad in (3, 30, True, "10"):
+    for bad in (3, 30):
         with pytest.raises(ValueError, match="fontsize"):
+            search_figure(model, tokenizer, images, ["a red circle"], k=3, fontsize=bad)
+    for bad in (True, "10"):  # not a number at all
+        with pytest.raises(TypeError, match="fontsize"):
             search_figure(model, tokenizer, images, ["a red circle"], k=3, fontsize=bad)
 
 
@@ -136,7 +166,7 @@ def test_search_with_an_index_equals_search_with_features(tiny):
         else:
             assert not b.images
     expected = text_to_image_search(model, tokenizer, features, "a red circle", 5)
-    assert torch.equal(text_to_image_search(model, tokenizer, pixels, "a red circle", 5)[0], expected[0])
+    assert torch.equal(text_to_image_search(model, tokenizer, pixels, "a red circle", 5).rows, expected.rows)
     with pytest.raises(ValueError, match="features: expected None when an index"):
         search_figure(model, tokenizer, images, queries, k=4, features=features, index=index)
     with pytest.raises(ValueError, match="index: expected 39 rows"):

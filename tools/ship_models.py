@@ -40,7 +40,7 @@ MAX_BYTES = 2_500_000  # a shipped checkpoint must stay small enough to live in 
 def ship(name: str, threads: int) -> dict:
     """Train recipe ``name`` with the command line and copy its checkpoint into the package."""
     sys.path.insert(0, str(ROOT))
-    from clip_tutorial.weights.checkpoints import sha256_file
+    from clip_tutorial.core.storage import sha256_file
 
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     with tempfile.TemporaryDirectory(prefix=f"ship-{name}-") as tmp:

@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
+from clip_tutorial.core.checks import check_choice, check_tensor, check_type
 from clip_tutorial.data import COLOURS, POSITIONS, SHAPES, SIZES, STYLES, ShapeSpec
-from clip_tutorial.data.render import check_choice
 from clip_tutorial.data.shapesworld import SIZE_WORDS, STYLE_WORDS, WHERE_PHRASES
-from clip_tutorial.model import CLIP
+from clip_tutorial.model import CLIP, check_clip
 from clip_tutorial.evaluation.zeroshot import build_zero_shot_classifier, encode_images, encode_texts, ensemble_prompt_embeddings
 
 __all__ = ["ATTRIBUTES", "ATTRIBUTE_TEMPLATES", "describe_images", "describe_features", "compose_alt_text",
@@ -45,9 +45,7 @@ Tokenizer = Callable[[Sequence[str]], torch.Tensor]
 
 
 def _check_templates(templates: Mapping[str, Sequence[str]]) -> dict[str, tuple[str, ...]]:
-    if not isinstance(templates, Mapping):
-        raise TypeError(f"templates: expected a dict from attribute to prompt templates, "
-                        f"got {type(templates).__name__}")
+    check_type("templates", templates, Mapping, "a dict from attribute to prompt templates")
     unknown = sorted(set(templates) - set(ATTRIBUTE_TEMPLATES))
     if unknown:
         raise ValueError(f"templates: expected keys among {sorted(ATTRIBUTE_TEMPLATES)}, got {unknown}")
@@ -80,13 +78,9 @@ def describe_features(model: CLIP, tokenizer: Tokenizer, image_features: torch.T
     Explained in Chapter 5.3. See :func:`describe_images`; this takes the image embeddings
     ``(N, embed_dim)`` instead of the pixels, so that they can be reused.
     """
-    if not isinstance(model, CLIP):
-        raise TypeError(f"model: expected a clip_tutorial.CLIP, got {type(model).__name__}")
-    dim = model.config.embed_dim
-    if not isinstance(image_features, torch.Tensor):
-        raise TypeError(f"image_features: expected a non-empty (N, {dim}) tensor, got {type(image_features).__name__}")
-    if image_features.ndim != 2 or image_features.shape[1] != dim or image_features.shape[0] == 0:
-        raise ValueError(f"image_features: expected a non-empty (N, {dim}) tensor, got {tuple(image_features.shape)}")
+    dim = check_clip("model", model).config.embed_dim
+    check_tensor("image_features", image_features, shape=(None, dim), nonempty=True,
+                 what=f"a non-empty (N, {dim}) tensor")
     prompts = _check_templates(templates or {})
     candidates = {"size": _check_values("sizes", sizes, SIZES), "style": _check_values("styles", styles, STYLES),
                   "position": _check_values("positions", positions, POSITIONS)}
@@ -167,8 +161,7 @@ def compose_alt_text(description: Mapping[str, str]) -> str:
         TypeError: if ``description`` is not a dict.
         ValueError: if the colour or shape is missing, or a value or key is unknown.
     """
-    if not isinstance(description, Mapping):
-        raise TypeError(f"description: expected a dict of attributes, got {type(description).__name__}")
+    check_type("description", description, Mapping, "a dict of attributes")
     unknown = sorted(set(description) - set(ATTRIBUTES))
     if unknown:
         raise ValueError(f"description: expected keys among {list(ATTRIBUTES)}, got {unknown}")

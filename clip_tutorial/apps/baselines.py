@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from clip_tutorial.model.config import check_positive_int
+from clip_tutorial.core.checks import check_positive_int, check_tensor, check_type
 from clip_tutorial.train.loop import TrainConfig, lr_at, param_groups
 
 __all__ = ["FixedClassCNN", "train_classifier", "classifier_accuracy"]
@@ -32,7 +32,8 @@ class FixedClassCNN(nn.Module):
         stages: number of conv blocks.
 
     Raises:
-        ValueError: if an argument is not a positive int or ``image_size`` does not fit ``stages``.
+        TypeError: if an argument is not an int.
+        ValueError: if an argument is below 1 or ``image_size`` does not fit ``stages``.
     """
 
     def __init__(self, num_classes: int, width: int = 16, image_size: int = 32, stages: int = 3) -> None:
@@ -65,8 +66,7 @@ class FixedClassCNN(nn.Module):
 
 
 def _check_images(images: object, image_size: int) -> None:
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images: expected a float tensor (N, 3, H, W), got {type(images).__name__}")
+    check_tensor("images", images, what="a float tensor (N, 3, H, W)")
     if images.ndim != 4 or images.shape[0] == 0 or images.shape[1:] != (3, image_size, image_size):
         raise ValueError(f"images: expected a non-empty (N, 3, {image_size}, {image_size}) tensor, got {tuple(images.shape)}")
     if not images.is_floating_point():
@@ -74,8 +74,7 @@ def _check_images(images: object, image_size: int) -> None:
 
 
 def _check_data(model: object, images: torch.Tensor, labels: object) -> None:
-    if not isinstance(model, FixedClassCNN):
-        raise TypeError(f"model: expected a FixedClassCNN, got {type(model).__name__}")
+    check_type("model", model, FixedClassCNN)
     _check_images(images, model.image_size)
     if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.dtype != torch.long:
         got = f"{labels.dtype} of shape {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
@@ -100,7 +99,7 @@ def train_classifier(model: FixedClassCNN, images: torch.Tensor, labels: torch.T
     (default: where it is) and is left in eval mode.
 
     Raises:
-        TypeError: if the model, images or labels have the wrong type.
+        TypeError: if the model, images, labels, ``steps`` or ``batch_size`` have the wrong type.
         ValueError: on mismatched sizes, labels out of range, ``batch_size`` above N or bad hyper-parameters.
     """
     _check_data(model, images, labels)

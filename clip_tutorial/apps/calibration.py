@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from clip_tutorial.core.checks import check_choice, check_number
+
 __all__ = [
     "precision_recall_curve", "roc_curve", "roc_auc", "precision_recall_at", "threshold_for_precision",
     "threshold_for_recall", "CalibratedThreshold", "calibrate_threshold", "false_positive_rate_at",
@@ -127,13 +129,6 @@ def roc_auc(scores: Any, labels: Any) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
-def _check_threshold(threshold: Any) -> None:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
-        raise TypeError(f"threshold: expected a real number, got {type(threshold).__name__}")
-    if np.isnan(threshold):
-        raise ValueError("threshold: expected a number, got NaN")
-
-
 def f1_score(precision: Any, recall: Any) -> Any:
     """The harmonic mean ``2 p r / (p + r)`` of precision and recall, ``0`` where both are ``0``.
 
@@ -179,7 +174,7 @@ def precision_recall_at(scores: Any, labels: Any, threshold: float) -> tuple[flo
         ValueError: as :func:`precision_recall_curve`, or if ``threshold`` is NaN.
         TypeError: if ``threshold`` is not a real number.
     """
-    _check_threshold(threshold)
+    threshold = check_number("threshold", threshold, finite=False)
     score_array, label_array = _check(scores, labels)
     flagged = score_array >= threshold
     tp = int((flagged & label_array).sum())
@@ -205,7 +200,7 @@ def false_positive_rate_at(scores: Any, labels: Any, threshold: float) -> float:
         ValueError: as :func:`roc_curve`, or if ``threshold`` is NaN.
         TypeError: if ``threshold`` or the scores are not real numbers.
     """
-    _check_threshold(threshold)
+    threshold = check_number("threshold", threshold, finite=False)
     score_array, label_array = _check(scores, labels, need_negatives=True)
     return float((score_array[~label_array] >= threshold).mean())
 
@@ -235,22 +230,13 @@ def precision_at_prevalence(recall: float, false_positive_rate: float, prevalenc
     values = {}
     for name, value, low_open in (("recall", recall, False), ("false_positive_rate", false_positive_rate, False),
                                   ("prevalence", prevalence, True)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-        if not ((0 < value) if low_open else (0 <= value)) or not value <= 1:
+        number = check_number(name, value)
+        if not ((0 < number) if low_open else (0 <= number)) or not number <= 1:
             raise ValueError(f"{name}: expected a number in {'(0, 1]' if low_open else '[0, 1]'}, got {value}")
-        values[name] = float(value)
+        values[name] = number
     true_alarms = values["prevalence"] * values["recall"]
     false_alarms = (1 - values["prevalence"]) * values["false_positive_rate"]
     return true_alarms / (true_alarms + false_alarms) if true_alarms + false_alarms > 0 else 1.0
-
-
-def _check_target(target: Any, name: str) -> float:
-    if isinstance(target, bool) or not isinstance(target, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name}: expected a number in (0, 1], got {type(target).__name__}")
-    if not 0 < target <= 1:
-        raise ValueError(f"{name}: expected a number in (0, 1], got {target}")
-    return float(target)
 
 
 def threshold_for_precision(scores: Any, labels: Any, target_precision: float) -> float:
@@ -273,7 +259,7 @@ def threshold_for_precision(scores: Any, labels: Any, target_precision: float) -
             or when no threshold reaches the target.
         TypeError: if the target or the scores are not numbers.
     """
-    target = _check_target(target_precision, "target_precision")
+    target = check_number("target_precision", target_precision, 0, 1, low_open=True)
     precision, _, thresholds = precision_recall_curve(scores, labels)
     reached = np.flatnonzero(precision >= target)
     if reached.size == 0:
@@ -298,7 +284,7 @@ def threshold_for_recall(scores: Any, labels: Any, target_recall: float) -> floa
         ValueError: on bad input (see :func:`precision_recall_curve`) or a target outside (0, 1].
         TypeError: if the target or the scores are not numbers.
     """
-    target = _check_target(target_recall, "target_recall")
+    target = check_number("target_recall", target_recall, 0, 1, low_open=True)
     _, recall, thresholds = precision_recall_curve(scores, labels)
     return float(thresholds[np.flatnonzero(recall >= target - 1e-12)[0]])
 
@@ -348,8 +334,7 @@ def calibrate_threshold(val_scores: Any, val_labels: Any, target: float | None =
             functions above.
         TypeError: if the target or the scores are not numbers.
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"criterion: expected one of {CRITERIA}, got {criterion!r}")
+    check_choice("criterion", criterion, CRITERIA)
     if criterion == "f1":
         if target is not None:
             raise ValueError(f"target: expected None with criterion='f1' (F1 is maximised), got {target!r}")

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from clip_tutorial.data import ShapesWorld, heldout_combinations
+from clip_tutorial.core.checks import check_number, check_positive_int, check_type
 from clip_tutorial.core.device import seed_everything
+from clip_tutorial.data import ShapesWorld, heldout_combinations
 from clip_tutorial.objectives.loss import caption_positives
 from clip_tutorial.model import CLIP, CLIPConfig
 from clip_tutorial.train.recipes import get_recipe, evaluate_zero_shot, make_tokenizer
@@ -85,8 +86,7 @@ def make_experiment_data(n_train: int = 8000, templates: Sequence[str] | None = 
         An :class:`ExperimentData`.
     """
     chosen = get_recipe(recipe)
-    if isinstance(n_train, bool) or not isinstance(n_train, int) or n_train < 1:
-        raise ValueError(f"n_train: expected a positive int, got {n_train!r}")
+    n_train = check_positive_int("n_train", n_train)
     heldout = heldout_combinations(chosen.n_heldout, seed=seed)
     tokenizer = make_tokenizer(chosen.model.context_length)
     data = ShapesWorld(n_train, split="train", seed=seed, image_size=chosen.model.image_resolution,
@@ -116,17 +116,12 @@ def run_short(data: ExperimentData, config: TrainConfig, fixed_temperature: floa
     Returns:
         A :class:`ShortRun`.
     """
-    if not isinstance(data, ExperimentData):
-        raise TypeError(f"data: expected an ExperimentData (see make_experiment_data), got {type(data).__name__}")
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
-    if fixed_temperature is not None and (isinstance(fixed_temperature, bool)
-                                          or not isinstance(fixed_temperature, (int, float))
-                                          or not 0.01 <= fixed_temperature <= 1):
+    check_type("data", data, ExperimentData, "an ExperimentData (see make_experiment_data)")
+    check_type("config", config, TrainConfig)
+    if fixed_temperature is not None and not 0.01 <= check_number("fixed_temperature", fixed_temperature) <= 1:
         raise ValueError(f"fixed_temperature: expected None or a number in [0.01, 1] (training clamps the logit "
                          f"scale to [1, 100]), got {fixed_temperature!r}")
-    if isinstance(n_eval, bool) or not isinstance(n_eval, int) or n_eval < 1:
-        raise ValueError(f"n_eval: expected a positive int, got {n_eval!r}")
+    n_eval = check_positive_int("n_eval", n_eval)
     seed_everything(config.seed)
     model = CLIP(data.model_config)
     if fixed_temperature is not None:
@@ -164,8 +159,7 @@ def sweep(data: ExperimentData, settings: Sequence[Mapping[str, Any]], base: Tra
     """
     if isinstance(settings, (str, Mapping)) or not isinstance(settings, Sequence):
         raise TypeError(f"settings: expected a list of dicts, got {type(settings).__name__}")
-    if not isinstance(base, TrainConfig):
-        raise TypeError(f"base: expected a TrainConfig, got {type(base).__name__}")
+    check_type("base", base, TrainConfig)
     for setting in settings:
         if not isinstance(setting, Mapping):
             raise TypeError(f"settings: expected every entry to be a dict, got {type(setting).__name__}")
@@ -226,9 +220,7 @@ def expected_duplicate_floor(captions: Sequence[str], batch_size: int, n_batches
     """
     if isinstance(captions, str) or not isinstance(captions, Sequence):
         raise TypeError(f"captions: expected a list of str, got {type(captions).__name__}")
-    for name, value in (("batch_size", batch_size), ("n_batches", n_batches)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    batch_size, n_batches = check_positive_int("batch_size", batch_size), check_positive_int("n_batches", n_batches)
     if batch_size > len(captions):
         raise ValueError(f"batch_size: expected at most len(captions)={len(captions)}, got {batch_size}")
     rng = random.Random(seed)

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from clip_tutorial.data import COLOURS, MEAN, RELATIONS, SHAPES, SIZES, STD, count_caption, count_scene, relation_caption
 from clip_tutorial.data import normalize_images, relation_scene, render_scene
-from clip_tutorial.data.render import POSITIONS, ShapeSpec, check_choice, check_int, place
-from clip_tutorial.model import CLIP
+from clip_tutorial.core.checks import check_callable, check_choice, check_int, check_tensor, check_type
+from clip_tutorial.data.render import POSITIONS, ShapeSpec, place
+from clip_tutorial.model import CLIP, check_clip
 from clip_tutorial.evaluation.zeroshot import encode_images, encode_texts
 
 __all__ = ["ProbeResult", "OPPOSITE_RELATION", "choose_caption", "render_probe_images", "multiple_choice_probe",
@@ -35,6 +36,7 @@ OPPOSITE_RELATION: dict[str, str] = {"left of": "right of", "right of": "left of
 ATTRIBUTE_PROMPT = "a photo of a {colour} {shape}"
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
+_TOKENIZER = "a tokenizer (a callable from texts to token ids)"  # what a bad tokenizer's message expects
 
 
 @dataclass
@@ -124,9 +126,7 @@ def choose_caption(image_features: torch.Tensor, caption_features: torch.Tensor)
         ValueError: if the shapes do not match.
     """
     for name, x in (("image_features", image_features), ("caption_features", caption_features)):
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise TypeError(f"{name}: expected a floating-point torch.Tensor, got "
-                            f"{type(x).__name__}{'' if not isinstance(x, torch.Tensor) else ' of dtype ' + str(x.dtype)}")
+        check_tensor(name, x, floating=True, what="a floating-point torch.Tensor")
     if image_features.ndim != 2 or image_features.shape[0] == 0:
         raise ValueError(f"image_features: expected shape (N, D) with N >= 1, got {tuple(image_features.shape)}")
     n, d = image_features.shape
@@ -137,13 +137,6 @@ def choose_caption(image_features: torch.Tensor, caption_features: torch.Tensor)
     image = F.normalize(image_features.float(), dim=-1)
     captions = F.normalize(caption_features.float(), dim=-1)
     return torch.einsum("nd,ncd->nc", image, captions).argmax(dim=1)
-
-
-def _check_model(model: object, tokenizer: object) -> None:
-    if not isinstance(model, CLIP):
-        raise TypeError(f"model: expected a clip_tutorial.CLIP, got {type(model).__name__}")
-    if not callable(tokenizer):
-        raise TypeError(f"tokenizer: expected a tokenizer (a callable from texts to token ids), got {type(tokenizer).__name__}")
 
 
 def multiple_choice_probe(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, candidates: Sequence[Sequence[str]],
@@ -171,13 +164,13 @@ def multiple_choice_probe(model: CLIP, tokenizer: Tokenizer, images: torch.Tenso
 
     Raises:
         TypeError: for a model, tokenizer or images of the wrong type.
-        ValueError: if the numbers of images, candidate lists, labels and groups differ, the
-            candidate lists differ in length or hold fewer than two captions, or a label is out of range.
+        ValueError: if the images are not ``(N, 3, H, W)``, the numbers of images, candidate lists,
+            labels and groups differ, the candidate lists differ in length or hold fewer than two
+            captions, or a label is out of range.
     """
-    _check_model(model, tokenizer)
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        raise TypeError(f"images: expected a tensor (N, 3, H, W), got "
-                        f"{tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__}")
+    check_clip("model", model)
+    check_callable("tokenizer", tokenizer, _TOKENIZER)
+    check_tensor("images", images, shape=(None, 3, None, None), what="a tensor (N, 3, H, W)")
     if images.dtype == torch.uint8:
         pixels, inputs = images, normalize_images(images)
     elif images.is_floating_point():
@@ -293,7 +286,8 @@ def relation_probe(model: CLIP, tokenizer: Tokenizer, n: int = 200, seed: int = 
     Returns:
         A :class:`ProbeResult`; :attr:`~ProbeResult.by_group` is the accuracy per relation.
     """
-    _check_model(model, tokenizer)
+    check_clip("model", model)
+    check_callable("tokenizer", tokenizer, _TOKENIZER)
     n, seed = check_int("n", n, 1), check_int("seed", seed, 0)
     check_choice("contrast", contrast, ("swap", "flip", "object"))
     pairs = _check_pairs(pairs)
@@ -356,11 +350,11 @@ def counting_probe(model: CLIP, tokenizer: Tokenizer, n: int = 200, seed: int = 
         A :class:`ProbeResult`; :attr:`~ProbeResult.by_group` is the accuracy per count ("1" to "4"),
         and :attr:`~ProbeResult.scenes` says how many objects each image shows in all.
     """
-    _check_model(model, tokenizer)
+    check_clip("model", model)
+    check_callable("tokenizer", tokenizer, _TOKENIZER)
     n, seed = check_int("n", n, 1), check_int("seed", seed, 0)
     max_count = check_int("max_count", max_count, 2, 4)
-    if not isinstance(distractors, bool):
-        raise TypeError(f"distractors: expected True or False, got {type(distractors).__name__}")
+    check_type("distractors", distractors, bool, "True or False")
     pairs = _check_pairs(pairs)
     rng = random.Random(f"probe/counting/{'distractors/' if distractors else ''}{seed}")
     scenes, candidates, labels, groups = [], [], [], []
@@ -408,7 +402,8 @@ def fine_grained_probe(model: CLIP, tokenizer: Tokenizer, n: int = 400, seed: in
     Returns:
         ``{"shape": ProbeResult, "colour": ProbeResult}``.
     """
-    _check_model(model, tokenizer)
+    check_clip("model", model)
+    check_callable("tokenizer", tokenizer, _TOKENIZER)
     n, seed = check_int("n", n, 1), check_int("seed", seed, 0)
     check_choice("size", size, SIZES)
     pairs = _check_pairs(pairs)

@@ -18,6 +18,8 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from threadpoolctl import threadpool_limits
 
+from clip_tutorial.core.checks import check_int, check_number, check_positive_int, check_type
+
 __all__ = ["DEFAULT_CS", "LinearProbe", "fit_linear_probe", "k_shot_indices"]
 
 #: The grid of inverse regularisation strengths ``C`` that :func:`fit_linear_probe` searches,
@@ -58,9 +60,10 @@ def _normalise(x: np.ndarray) -> np.ndarray:
 
 
 def _check_c(name: str, c: object) -> float:
-    if isinstance(c, bool) or not isinstance(c, (int, float)) or not np.isfinite(c) or c <= 0:
+    value = check_number(name, c)
+    if value <= 0:
         raise ValueError(f"{name}: expected a positive finite number, got {c!r}")
-    return float(c)
+    return value
 
 
 @dataclass
@@ -139,7 +142,8 @@ def fit_linear_probe(features: ArrayLike, labels: ArrayLike, C: float | None = N
         A :class:`LinearProbe`.
 
     Raises:
-        TypeError: if features or labels are not tensors/arrays of the right kind.
+        TypeError: if features or labels are not tensors/arrays of the right kind, or ``C``, a value
+            of ``Cs``, ``max_iter`` or ``normalize`` is not a number of the right kind.
         ValueError: if shapes disagree, there are fewer than two classes, ``C`` or a value of
             ``Cs`` is not positive, or neither ``C`` nor ``val`` is given.
     """
@@ -147,10 +151,8 @@ def fit_linear_probe(features: ArrayLike, labels: ArrayLike, C: float | None = N
     y = _labels("labels", labels, x.shape[0])
     if np.unique(y).size < 2:
         raise ValueError(f"labels: expected at least two classes, got only {np.unique(y).tolist()}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter: expected a positive integer, got {max_iter!r}")
-    if not isinstance(normalize, bool):
-        raise TypeError(f"normalize: expected True or False, got {type(normalize).__name__}")
+    max_iter = check_positive_int("max_iter", max_iter)
+    check_type("normalize", normalize, bool, "True or False")
     if normalize:
         x = _normalise(x)
     if C is not None:
@@ -198,13 +200,13 @@ def k_shot_indices(labels: ArrayLike, k: int, seed: int = 0) -> torch.Tensor:
         A sorted LongTensor of ``k * num_classes`` distinct indices into ``labels``.
 
     Raises:
-        ValueError: if ``k`` is not a positive integer or a class has fewer than ``k`` examples.
+        TypeError: if ``k`` or ``seed`` is not an int, or ``labels`` not integer class indices.
+        ValueError: if ``k`` is below 1 or a class has fewer than ``k`` examples.
     """
     y = _labels("labels", labels)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    if check_int("k", k) < 1:
         raise ValueError(f"k: expected a positive integer (examples per class), got {k!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed: expected an integer, got {seed!r}")
+    seed = check_int("seed", seed)
     if y.size == 0:
         raise ValueError("labels: expected at least one label, got none")
     rng = random.Random(f"k-shot/{k}/{seed}")

@@ -12,15 +12,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from clip_tutorial.core.checks import check_choice, check_int, check_number, check_tensor
+
 __all__ = ["compose_query", "slerp", "interpolate"]
 
 INTERPOLATION_METHODS = ("slerp", "lerp")
 
 
 def _check_vectors(value: object, name: str) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-        got = f"dtype {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
-        raise TypeError(f"{name}: expected a float tensor (dim,) or (n, dim), got {got}")
+    check_tensor(name, value, floating=True, what="a float tensor (dim,) or (n, dim)")
     if value.ndim not in (1, 2) or value.shape[-1] == 0:
         raise ValueError(f"{name}: expected shape (dim,) or (n, dim), got {tuple(value.shape)}")
     if not bool(torch.isfinite(value).all()):
@@ -28,14 +28,6 @@ def _check_vectors(value: object, name: str) -> torch.Tensor:
     if bool((value.norm(dim=-1) == 0).any()):
         raise ValueError(f"{name}: expected non-zero vectors (a direction is needed), got a zero vector")
     return value
-
-
-def _check_number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
-    if value != value or abs(value) == float("inf"):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    return float(value)
 
 
 def _unit_pair(a: object, b: object) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,7 +59,7 @@ def compose_query(image_features: torch.Tensor, add: torch.Tensor | None = None,
     Explained in Chapter 5.5.
     """
     query = F.normalize(_check_vectors(image_features, "image_features").float(), dim=-1)
-    weight = _check_number(weight, "weight")
+    weight = check_number("weight", weight)
     for name, texts, sign in (("add", add, 1.0), ("remove", remove, -1.0)):
         if texts is None:
             continue
@@ -110,7 +102,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor) -> torch.Te
     a, b = _unit_pair(a, b)
     scalar = not isinstance(t, torch.Tensor)
     if scalar:
-        steps = torch.tensor([_check_number(t, "t")], dtype=torch.float64)
+        steps = torch.tensor([check_number("t", t)], dtype=torch.float64)
     else:
         if t.ndim != 1 or not bool(torch.isfinite(t).all()):
             raise ValueError(f"t: expected a number or a 1-D tensor of finite numbers, got shape {tuple(t.shape)}")
@@ -146,12 +138,8 @@ def interpolate(a: torch.Tensor, b: torch.Tensor, steps: int = 9, method: str = 
 
     Explained in Chapter 5.6.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise TypeError(f"steps: expected an integer >= 2, got {type(steps).__name__} {steps!r}")
-    if steps < 2:
-        raise ValueError(f"steps: expected an integer >= 2 (both ends), got {steps}")
-    if method not in INTERPOLATION_METHODS:
-        raise ValueError(f"method: expected one of {INTERPOLATION_METHODS}, got {method!r}")
+    steps = check_int("steps", steps, minimum=2)  # both ends at least
+    check_choice("method", method, INTERPOLATION_METHODS)
     t = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
     if method == "slerp":
         return slerp(a, b, t)

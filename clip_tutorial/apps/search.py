@@ -6,9 +6,10 @@ length, so the dot product of a query with a row is their cosine similarity, and
 product followed by :func:`torch.topk` answers a whole batch of queries exactly. Queries are
 processed in chunks so that the score matrix never grows beyond a fixed number of entries.
 
-An index is saved as two files side by side: ``NAME.safetensors`` holds the matrix and
-``NAME.json`` holds everything else (dimension, count, ids, metadata and the SHA-256 of the
-matrix file), so a truncated or edited file is caught when the index is loaded.
+An index is saved as two files side by side (by :mod:`clip_tutorial.core.storage`):
+``NAME.safetensors`` holds the matrix and ``NAME.json`` holds everything else (dimension, count,
+ids, metadata and the SHA-256 of the matrix file), so a truncated or edited file is caught when
+the index is loaded.
 """
 from __future__ import annotations
 
@@ -20,9 +21,8 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 
-from clip_tutorial.weights.checkpoints import sha256_file
+from clip_tutorial.core.storage import load_tensors, save_tensors, tensor_paths
 from clip_tutorial.model import CLIP
 from clip_tutorial.evaluation.zeroshot import encode_images
 
@@ -32,6 +32,8 @@ ItemId = int | str
 
 #: How many query-by-row scores one chunk of a search may hold (64 MiB of float32).
 MAX_SCORES_PER_CHUNK = 1 << 24
+#: The ``"format"`` field of every index description.
+FORMAT = "clip_tutorial.EmbeddingIndex"
 
 
 class SearchResult(NamedTuple):
@@ -43,10 +45,6 @@ class SearchResult(NamedTuple):
     ids: list[list[ItemId]]
     #: (queries, k) int64 row numbers of those items in the index.
     rows: torch.Tensor
-
-
-def _json_path(path: Path) -> Path:
-    return path.with_suffix(".json")
 
 
 class EmbeddingIndex:
@@ -209,25 +207,28 @@ class EmbeddingIndex:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the matrix to ``path`` (safetensors) and the rest to the ``.json`` file beside it.
 
+        Both files are replaced atomically (:func:`~clip_tutorial.core.storage.save_tensors`): a
+        failed save leaves a previously saved index intact.
+
+        Args:
+            path: the ``.safetensors`` file to write (a path without that suffix gets it).
+
         Returns:
             The path of the JSON description.
 
         Raises:
             TypeError: if some metadata cannot be written as JSON.
+            PermissionError: if the folder cannot be created or written to.
         """
-        path = Path(path)
         try:
-            metadata = json.dumps(self._metadata)
-        except TypeError as error:
+            metadata = json.loads(json.dumps(self._metadata))
+        except (TypeError, ValueError) as error:
             raise TypeError(f"metadata: expected JSON-serialisable dictionaries, got {error}") from error
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"embeddings": self._matrix.contiguous().cpu()}, str(path))
-        description = {"format": "clip_tutorial.EmbeddingIndex", "dim": self.dim, "count": len(self),
-                       "normalize": self.normalize, "ids": self._ids, "metadata": json.loads(metadata),
-                       "sha256": sha256_file(path), "file": path.name}
-        json_path = _json_path(path)
-        json_path.write_text(json.dumps(description, ensure_ascii=False) + "\n", encoding="utf-8")
-        return json_path
+        weights = tensor_paths(path)[0]
+        description = {"dim": self.dim, "count": len(self), "normalize": self.normalize, "ids": self._ids,
+                       "metadata": metadata, "file": weights.name}
+        return save_tensors(weights, {"embeddings": self._matrix}, description, format=FORMAT,
+                            kind="embedding index")[1]
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> EmbeddingIndex:
@@ -238,26 +239,17 @@ class EmbeddingIndex:
             device: where to put the matrix; ``None`` means the CPU.
 
         Raises:
-            ValueError: if the JSON beside ``path`` is missing or malformed, the file's SHA-256
-                differs from the recorded one, or shapes or counts disagree.
+            FileNotFoundError: if the matrix file or the JSON beside it is missing.
+            ValueError: if the JSON is malformed, the file's SHA-256 differs from the recorded
+                one, or shapes or counts disagree.
         """
-        path = Path(path)
-        json_path = _json_path(path)
-        if not path.is_file():
-            raise ValueError(f"path: expected an index file at {path}, got no such file")
-        if not json_path.is_file():
-            raise ValueError(f"path: expected the index description {json_path} beside {path.name}, got no such file")
+        tensors, description = load_tensors(path, expected_format=FORMAT, kind="embedding index")
+        json_path = tensor_paths(path)[1]
         try:
-            description = json.loads(json_path.read_text(encoding="utf-8"))
             dim, count, ids = description["dim"], description["count"], description["ids"]
-            normalize, metadata, digest = description["normalize"], description["metadata"], description["sha256"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"path: expected a valid index description in {json_path}, got {error!r}") from error
-        actual = sha256_file(path)
-        if actual != digest:
-            raise ValueError(f"path: expected {path.name} to have SHA-256 {digest} (recorded in {json_path.name}), "
-                             f"got {actual}; the file is corrupted or was changed")
-        tensors = load_file(str(path))
+            normalize, metadata = description["normalize"], description["metadata"]
+        except KeyError as error:
+            raise ValueError(f"path: expected a valid index description in {json_path}, got no {error}") from error
         matrix = tensors.get("embeddings")
         if set(tensors) != {"embeddings"} or matrix.dtype != torch.float32 or tuple(matrix.shape) != (count, dim):
             got = {name: (tuple(t.shape), str(t.dtype)) for name, t in tensors.items()}

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .calibration import CalibratedThreshold, calibrate_threshold, f1_score, precision_recall_at, roc_auc
+from clip_tutorial.core.checks import check_choice, check_number, check_tensor
 from clip_tutorial.data.matching import ATTRIBUTE_VALUES, QueryAttributes, relevance
-from clip_tutorial.data.render import COLOURS, SHAPES, STYLES, ShapeSpec, check_choice
+from clip_tutorial.data.render import COLOURS, SHAPES, STYLES, ShapeSpec
 from clip_tutorial.data.shapesworld import STYLE_WORDS, WHERE_PHRASES
 from clip_tutorial.model import CLIP
 from clip_tutorial.evaluation.zeroshot import build_zero_shot_classifier
+from .calibration import CalibratedThreshold, calibrate_threshold, f1_score, precision_recall_at, roc_auc
 
 __all__ = ["TAG_ATTRIBUTES", "Tag", "catalogue_tags", "tag_templates", "build_tag_embeddings", "tag_labels",
            "tag_scores", "calibrate_tags", "predict_tags", "TagMetrics", "tag_metrics"]
@@ -189,16 +190,13 @@ def tag_scores(image_features: torch.Tensor, tag_embeddings: torch.Tensor, tags:
 
     Raises:
         ValueError: on shape mismatches, a missing ``tags`` with ``relative``, or a
-            ``logit_scale`` that is not positive.
-        TypeError: if the features or embeddings are not float tensors.
+            ``logit_scale`` that is not positive and finite.
+        TypeError: if the features or embeddings are not float tensors, or ``logit_scale`` is not a number.
 
     Explained in Chapter 5.5.
     """
     for name, value in (("image_features", image_features), ("tag_embeddings", tag_embeddings)):
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            raise TypeError(f"{name}: expected a float tensor, got {type(value).__name__}")
-        if value.ndim != 2:
-            raise ValueError(f"{name}: expected a 2-D tensor, got shape {tuple(value.shape)}")
+        check_tensor(name, value, ndim=2, floating=True, what="a 2-D float tensor")
     if image_features.shape[1] != tag_embeddings.shape[0]:
         raise ValueError(f"tag_embeddings: expected shape (embed_dim={image_features.shape[1]}, num_tags), "
                          f"got {tuple(tag_embeddings.shape)}")
@@ -210,8 +208,7 @@ def tag_scores(image_features: torch.Tensor, tag_embeddings: torch.Tensor, tags:
     tags = _check_tags(tags)
     if len(tags) != scores.shape[1]:
         raise ValueError(f"tags: expected one tag per column ({scores.shape[1]}), got {len(tags)}")
-    if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float)) or not logit_scale > 0:
-        raise ValueError(f"logit_scale: expected a positive number, got {logit_scale!r}")
+    logit_scale = check_number("logit_scale", logit_scale, 0, low_open=True)
     out = torch.empty_like(scores)
     for attribute in TAG_ATTRIBUTES:
         columns = [j for j, t in enumerate(tags) if t.attribute == attribute]
@@ -221,17 +218,13 @@ def tag_scores(image_features: torch.Tensor, tag_embeddings: torch.Tensor, tags:
 
 
 def _check_scores(scores: object) -> torch.Tensor:
-    if not isinstance(scores, torch.Tensor) or scores.ndim != 2:
-        got = getattr(scores, "shape", type(scores).__name__)
-        raise ValueError(f"scores: expected a (N, num_tags) tensor, got {got}")
-    return scores
+    return check_tensor("scores", scores, ndim=2, what="a (N, num_tags) tensor")
 
 
 def _check_pair(scores: object, labels: object) -> tuple[torch.Tensor, torch.Tensor]:
     scores = _check_scores(scores)
-    if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != tuple(scores.shape):
-        raise ValueError(f"labels: expected a tensor of the scores' shape {tuple(scores.shape)}, "
-                         f"got {getattr(labels, 'shape', type(labels).__name__)}")
+    shape = tuple(scores.shape)
+    check_tensor("labels", labels, shape=shape, what=f"a tensor of the scores' shape {shape}")
     return scores, labels.bool()
 
 
@@ -250,6 +243,7 @@ def calibrate_tags(val_scores: torch.Tensor, val_labels: torch.Tensor, target: f
         One :class:`~clip_tutorial.apps.calibration.CalibratedThreshold` per column.
 
     Raises:
+        TypeError: if the scores or labels are not tensors.
         ValueError: on mismatched shapes, or as ``calibrate_threshold`` (e.g. a tag with no positive).
 
     Explained in Chapter 5.5.
@@ -275,7 +269,7 @@ def predict_tags(scores: torch.Tensor, thresholds: Sequence[CalibratedThreshold 
 
     Raises:
         ValueError: if ``scores`` is not 2-D or the number of thresholds differs from its columns.
-        TypeError: if a threshold is neither a number nor a ``CalibratedThreshold``.
+        TypeError: if ``scores`` is not a tensor, or a threshold is neither a number nor a ``CalibratedThreshold``.
 
     Explained in Chapter 5.5.
     """
@@ -318,6 +312,7 @@ def tag_metrics(scores: torch.Tensor, labels: torch.Tensor, tags: Sequence[Tag],
         thresholds: one threshold (or ``CalibratedThreshold``) per tag, usually from validation.
 
     Raises:
+        TypeError: if the scores or labels are not tensors.
         ValueError: on mismatched shapes or counts, or a tag without a positive.
 
     Explained in Chapter 5.5.

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clip_tutorial.core.checks import check_int, check_positive_int
 from clip_tutorial.objectives.loss import clip_loss
 from clip_tutorial.model import MAX_LOGIT_SCALE
 from .core import CheckResult, Hint, ask_first, one_thread, run_check
@@ -268,16 +269,14 @@ def measure_untrained_loss(batch_size: int = UNTRAINED_BATCH, models: int = UNTR
     (section "Summary and exercises").
 
     Raises:
+        TypeError: if ``batch_size`` or ``models`` is not an int.
         ValueError: if ``batch_size`` is below 2 or ``models`` below 1.
     """
     from clip_tutorial.data import ShapesWorld
     from clip_tutorial.model import CLIP
     from clip_tutorial.train.recipes import get_recipe, make_tokenizer
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-        raise ValueError(f"batch_size: expected an int of at least 2, got {batch_size!r}")
-    if isinstance(models, bool) or not isinstance(models, int) or models < 1:
-        raise ValueError(f"models: expected a positive int, got {models!r}")
+    batch_size, models = check_int("batch_size", batch_size, minimum=2), check_positive_int("models", models)
     recipe = get_recipe("ch1-demo")
     tokenizer = make_tokenizer(recipe.model.context_length)
     config = recipe.model.replace(vocab_size=tokenizer.vocab_size, eot_token_id=tokenizer.eot_id)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from clip_tutorial.core.checks import check_tensor
 from clip_tutorial.objectives.loss import clip_loss_gradient
 from clip_tutorial.model.transformer import causal_mask
 from clip_tutorial.model import CLIP, CLIPConfig, VisionTransformer, get_config
@@ -39,13 +40,11 @@ def reference_patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
 
     Raises:
         ValueError: if ``images`` is not 4-D or its sides are not multiples of ``patch_size``.
-        TypeError: if ``patch_size`` is not a positive int.
+        TypeError: if ``images`` is not a tensor or ``patch_size`` is not a positive int.
     """
     if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
         raise TypeError(f"patch_size: expected a positive int, got {patch_size!r}")
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        got = f"shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images: expected a tensor of shape (batch, channels, height, width), got {got}")
+    check_tensor("images", images, ndim=4, what="a tensor of shape (batch, channels, height, width)")
     if images.shape[2] % patch_size or images.shape[3] % patch_size:
         raise ValueError(f"images: expected height and width divisible by patch_size={patch_size}, "
                          f"got {tuple(images.shape[2:])}")
@@ -72,14 +71,12 @@ def reference_eot_pooling(hidden: torch.Tensor, tokens: torch.Tensor) -> torch.T
     token, which is the largest id of its vocabulary, so ``tokens.argmax(-1)`` finds it.
 
     Raises:
+        TypeError: if ``hidden`` or ``tokens`` is not a tensor.
         ValueError: if the shapes do not fit together.
     """
-    if not isinstance(hidden, torch.Tensor) or hidden.ndim != 3:
-        raise ValueError(f"hidden: expected a (batch, tokens, width) tensor, got "
-                         f"{tuple(hidden.shape) if isinstance(hidden, torch.Tensor) else type(hidden).__name__}")
-    if not isinstance(tokens, torch.Tensor) or tokens.shape != hidden.shape[:2]:
-        raise ValueError(f"tokens: expected shape {tuple(hidden.shape[:2])} (batch, tokens), got "
-                         f"{tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__}")
+    check_tensor("hidden", hidden, ndim=3, what="a (batch, tokens, width) tensor")
+    check_tensor("tokens", tokens, shape=tuple(hidden.shape[:2]),
+                 what=f"a tensor of shape {tuple(hidden.shape[:2])} (batch, tokens)")
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), tokens.argmax(dim=-1)]
 
 

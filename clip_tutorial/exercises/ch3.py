@@ -21,6 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from clip_tutorial.core.checks import check_int, check_positive_int
 from clip_tutorial.data import COLOURS, SHAPES
 from clip_tutorial.objectives.loss import clip_loss
 from clip_tutorial.model import MAX_LOGIT_SCALE
@@ -182,13 +183,13 @@ def reference_local_clip_loss(all_image_features: torch.Tensor, all_text_feature
     average to :func:`~clip_tutorial.clip_loss` of the whole batch. Explained in Chapter 3.4.
 
     Raises:
+        TypeError: if ``world_size`` or ``rank`` is not an int.
         ValueError: if ``world_size`` does not divide N or ``rank`` is out of range.
     """
     n = all_image_features.shape[0]
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1 or n % world_size:
+    if n % check_positive_int("world_size", world_size):
         raise ValueError(f"world_size: expected a positive int dividing the {n} gathered pairs, got {world_size!r}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ValueError(f"rank: expected an int in [0, {world_size}), got {rank!r}")
+    rank = check_int("rank", rank, 0, world_size - 1)
     batch = n // world_size
     rows = slice(rank * batch, (rank + 1) * batch)
     logits = logit_scale * all_image_features @ all_text_features.T

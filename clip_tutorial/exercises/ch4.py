@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from clip_tutorial.core.checks import check_positive_int, check_type
 from clip_tutorial.weights import convert
 from clip_tutorial.model import CLIP, CLIPConfig, get_config
 from clip_tutorial.model.transformer import QuickGELU
@@ -83,8 +84,7 @@ def reference_hf_name(key: str) -> str:
         ValueError: for a key that a ViT CLIP (of up to 48 blocks a tower) does not have, or one
             that is split rather than renamed.
     """
-    if not isinstance(key, str):
-        raise TypeError(f"key: expected a parameter name (a string), got a {type(key).__name__}")
+    check_type("key", key, str, "a parameter name (a string)")
     if ".attn.in_proj_" in key:
         raise ValueError(f"key: {key!r} is split into q_proj, k_proj and v_proj, not renamed")
     names = _hf_names()
@@ -556,9 +556,8 @@ def reference_crop_offsets(width: int, height: int, size: int) -> tuple[int, int
     Measured on the package's own crop: an image whose pixel values are their own positions is
     cropped, and the crop's first pixel tells where it starts. Explained in Chapter 4.2.
     """
-    for name, value in (("width", width), ("height", height), ("size", size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
+    width, height = check_positive_int("width", width), check_positive_int("height", height)
+    size = check_positive_int("size", size)
     positions = np.arange(width * height, dtype=np.int32).reshape(height, width)
     first = int(center_crop(Image.fromarray(positions), size).getpixel((0, 0)))
     return first % width, first // width

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from clip_tutorial.core.checks import check_positive_int
+
 __all__ = ["CheckResult", "Hint", "check_function", "run_check", "report", "wrap_feedback", "ask_first"]
 
 
@@ -254,13 +256,12 @@ def check_function(user_fn: Callable[..., Any], reference_fn: Callable[..., Any]
         A :class:`CheckResult`, truthy when every trial passed.
 
     Raises:
-        TypeError: if ``user_fn``, ``reference_fn`` or ``make_inputs`` is not callable.
-        ValueError: if ``trials`` is not a positive int.
+        TypeError: if ``user_fn``, ``reference_fn`` or ``make_inputs`` is not callable, or ``trials`` not an int.
+        ValueError: if ``trials`` is below 1.
     """
     for arg, label in ((user_fn, "user_fn"), (reference_fn, "reference_fn"), (make_inputs, "make_inputs")):
         ensure_callable(arg, label)
-    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
-        raise ValueError(f"trials: expected a positive int, got {trials!r}")
+    trials = check_positive_int("trials", trials)
     name = name or getattr(reference_fn, "__name__", "check")
     seed = secrets.randbelow(2**31) if seed is None else int(seed)
     generator = torch.Generator().manual_seed(seed)

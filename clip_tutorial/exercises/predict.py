@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from clip_tutorial.core.checks import check_callable, check_number
 from .core import CheckResult, NotANumber, as_number, ask_first, report
 
 __all__ = ["check_estimate", "check_choice"]
@@ -36,13 +37,11 @@ def check_estimate(prediction: Any, measure: Callable[[], float], *, name: str, 
         A :class:`~clip_tutorial.exercises.CheckResult`, truthy when the prediction is within ``tolerance``.
 
     Raises:
-        TypeError: if ``prediction`` is not one number or ``measure`` is not callable.
+        TypeError: if ``prediction`` or ``tolerance`` is not one number, or ``measure`` is not callable.
         ValueError: if ``tolerance`` is not a positive finite number.
     """
-    if not callable(measure):
-        raise TypeError(f"measure: expected a function, got a {type(measure).__name__}")
-    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance > 0):
-        raise ValueError(f"tolerance: expected a positive finite number, got {tolerance!r}")
+    check_callable("measure", measure, "a function")
+    check_number("tolerance", tolerance, 0, low_open=True)
     if prediction is None:
         return ask_first(name, "prediction", verbose)
     try:
@@ -80,8 +79,7 @@ def check_choice(answer: Any, measure: Callable[[], str], choices: Mapping[str, 
         TypeError: if ``answer`` is not a string or ``measure`` is not callable.
         ValueError: if ``answer`` is not one of the letters of ``choices``.
     """
-    if not callable(measure):
-        raise TypeError(f"measure: expected a function, got a {type(measure).__name__}")
+    check_callable("measure", measure, "a function")
     if answer is None:
         return ask_first(name, f"answer ({', '.join(repr(c) for c in choices)})", verbose)
     if not isinstance(answer, str):

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from clip_tutorial.core.checks import check_callable, check_choice, check_type
 from .core import CheckResult
 
 __all__ = ["CHAPTERS", "KINDS", "Exercise", "exercises", "solution", "show_solution", "verify_solution"]
@@ -57,10 +58,8 @@ class Exercise:
         chapter, _, name = self.key.partition(".")
         if chapter not in CHAPTERS or not name.isidentifier():
             raise ValueError(f"key: expected '<chapter>.<name>' with a chapter of {CHAPTERS}, got {self.key!r}")
-        if self.kind not in KINDS:
-            raise ValueError(f"kind: expected one of {KINDS}, got {self.kind!r}")
-        if not callable(self.check):
-            raise TypeError(f"check: expected a function, got a {type(self.check).__name__}")
+        check_choice("kind", self.kind, KINDS)
+        check_callable("check", self.check, "a function")
 
     @property
     def chapter(self) -> str:
@@ -75,14 +74,12 @@ class Exercise:
 
 def exercises(chapter: str) -> tuple[Exercise, ...]:
     """The exercises of ``chapter`` (``"ch1"`` … ``"ch5"``), in the book's order."""
-    if chapter not in CHAPTERS:
-        raise ValueError(f"chapter: expected one of {CHAPTERS}, got {chapter!r}")
+    check_choice("chapter", chapter, CHAPTERS)
     return tuple(importlib.import_module(f"clip_tutorial.exercises.{chapter}").EXERCISES)
 
 
 def _find(key: Any) -> Exercise:
-    if not isinstance(key, str):
-        raise TypeError(f"key: expected a string such as 'ch1.cosine_similarity', got a {type(key).__name__}")
+    check_type("key", key, str, "a string such as 'ch1.cosine_similarity'")
     chapter = key.partition(".")[0]
     if chapter not in CHAPTERS:
         raise ValueError(f"key: expected '<chapter>.<name>' with a chapter of {CHAPTERS}, got {key!r}")

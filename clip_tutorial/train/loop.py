@@ -6,10 +6,11 @@ random-crop augmentation) and Chapter 3.4 (the same loop on several processes un
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -19,11 +20,13 @@ from tqdm.auto import tqdm
 
 from clip_tutorial.core.checks import check_range
 from clip_tutorial.data.augment import random_resized_crop, sample_crop_boxes
-from clip_tutorial.objectives.distributed import (all_reduce_mean, average_gradients, barrier, broadcast_parameters, distributed_clip_loss,
-                          rank_and_world, shard_batch)
 from clip_tutorial.model import CLIP, MAX_LOGIT_SCALE
+from clip_tutorial.objectives.distributed import (all_reduce_mean, average_gradients, barrier, broadcast_parameters,
+                                                  distributed_clip_loss, rank_and_world, shard_batch)
+from .state import (TrainingState, global_rng_states, load_training_state, save_training_state,
+                    set_global_rng_states)
 
-__all__ = ["TrainConfig", "History", "param_groups", "lr_at", "train_clip", "PRECISIONS"]
+__all__ = ["TrainConfig", "History", "LoopState", "param_groups", "lr_at", "train_clip", "PRECISIONS"]
 
 #: The autocast dtype of each ``TrainConfig.precision`` (``None``: plain fp32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -88,7 +91,7 @@ class TrainConfig:
 
 @dataclass
 class History:
-    """What happened at each logged step; :meth:`plot` draws it.
+    """What happened at each logged step; :func:`clip_tutorial.viz.plot_history` draws it.
 
     Attributes:
         steps: the logged step numbers (1-based).
@@ -132,15 +135,108 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return 0.5 * config.lr * (1 + math.cos(math.pi * progress))
 
 
-def _check_data(images: torch.Tensor, tokens: torch.Tensor, batch_size: int) -> None:
+@dataclass
+class LoopState:
+    """Everything the training loop carries from one step to the next: what a training state saves.
+
+    :meth:`snapshot` turns it into a :class:`~clip_tutorial.train.state.TrainingState` and
+    :meth:`restore` sets it back from one, so that a resumed run continues bit for bit.
+    Explained in Chapter 3.2.
+
+    Attributes:
+        config, model, device: the run's hyper-parameters, the CLIP it trains and where.
+        optimizer: AdamW over :func:`param_groups`; scaler: the fp16 gradient scaler, else ``None``.
+        generator: the seeded generator that shuffles the pairs.
+        crops: the generator of the random crops, seeded apart so that cropping leaves the order
+            of the pairs unchanged; ``None`` when the run does not crop.
+        step: optimiser steps taken so far.
+        order, cursor: the current shuffle of the pairs, and where the next batch starts in it.
+        history: what has been logged so far.
+        clock: ``time.perf_counter()`` at which the run would have started had it never paused
+            (for evaluation or saving): ``perf_counter() - clock`` is its training time.
+    """
+
+    config: TrainConfig
+    model: CLIP
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None
+    generator: torch.Generator
+    crops: torch.Generator | None
+    step: int = 0
+    order: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
+    cursor: int = 0
+    history: History = field(default_factory=History)
+    clock: float = 0.0
+
+    @classmethod
+    def start(cls, model: CLIP, config: TrainConfig, device: torch.device) -> LoopState:
+        """Put ``model`` on ``device`` in training mode (rank 0's weights on every process) and build the rest."""
+        model.to(device).train()
+        broadcast_parameters(model)  # a no-op for one process
+        optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
+                                      betas=config.betas, eps=config.eps)
+        scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
+        crops = torch.Generator().manual_seed(config.seed + _CROP_SEED_OFFSET) if config.crop_scale else None
+        return cls(config, model, device, optimizer, scaler, torch.Generator().manual_seed(config.seed), crops)
+
+    def next_batch(self, n_pairs: int) -> torch.Tensor:
+        """The indices of the next batch: a slice of the shuffle, reshuffled when too few are left (a new epoch)."""
+        if self.cursor + self.config.batch_size > len(self.order):
+            self.order, self.cursor = torch.randperm(n_pairs, generator=self.generator), 0
+        index = self.order[self.cursor: self.cursor + self.config.batch_size]
+        self.cursor += self.config.batch_size
+        return index
+
+    def snapshot(self) -> TrainingState:
+        """The whole state after :attr:`step` steps, for :func:`~clip_tutorial.train.state.save_training_state`."""
+        return TrainingState(
+            step=self.step, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+            generator=self.generator.get_state(), order=self.order, cursor=self.cursor,
+            rng=global_rng_states(self.device), scaler=self.scaler.state_dict() if self.scaler is not None else {},
+            config=json.loads(json.dumps(asdict(self.config))), history=self.history.to_dict(),
+            crop_generator=self.crops.get_state() if self.crops is not None else None)
+
+    def restore(self, state: TrainingState) -> None:
+        """Continue from ``state``: weights, optimiser, scaler, generators, global random states, position, history."""
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        if self.scaler is not None and state.scaler:
+            self.scaler.load_state_dict(state.scaler)
+        self.generator.set_state(state.generator)
+        if self.crops is not None:
+            self.crops.set_state(state.crop_generator)
+        set_global_rng_states(state.rng)
+        self.step, self.order, self.cursor = state.step, state.order, state.cursor
+        self.history = History(**state.history)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[float]:
+        """Stop the training clock while the block runs; yields the training seconds so far."""
+        paused = time.perf_counter()
+        yield paused - self.clock
+        self.clock += time.perf_counter() - paused
+
+
+def _check_arguments(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, config: TrainConfig,
+                     checkpoint_every: int | None, checkpoint_dir: str | os.PathLike | None, world: int) -> None:
+    if not isinstance(model, CLIP):
+        raise TypeError(f"model: expected a clip_tutorial CLIP, got {type(model).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
+                                         or checkpoint_every <= 0 or checkpoint_dir is None):
+        raise ValueError(f"checkpoint_every: expected a positive int together with a checkpoint_dir, "
+                         f"got {checkpoint_every!r} and checkpoint_dir={checkpoint_dir!r}")
     if not isinstance(images, torch.Tensor) or not isinstance(tokens, torch.Tensor):
-        raise TypeError(
-            f"images, tokens: expected two tensors, got {type(images).__name__} and {type(tokens).__name__}"
-        )
+        raise TypeError(f"images, tokens: expected two tensors, got {type(images).__name__} and {type(tokens).__name__}")
     if images.shape[0] != tokens.shape[0]:
         raise ValueError(f"images, tokens: expected one caption per image, got {images.shape[0]} images and {tokens.shape[0]} captions")
-    if images.shape[0] < batch_size:
-        raise ValueError(f"images: expected at least batch_size={batch_size} pairs, got {images.shape[0]}")
+    if images.shape[0] < config.batch_size:
+        raise ValueError(f"images: expected at least batch_size={config.batch_size} pairs, got {images.shape[0]}")
+    if config.batch_size % world:
+        raise ValueError(f"config.batch_size: expected a multiple of the number of processes ({world}), "
+                         f"got {config.batch_size}")
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -153,6 +249,74 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
             "use precision='bf16' or 'fp32' instead"
         )
     return torch.autocast(device_type=device.type, dtype=PRECISIONS[precision])
+
+
+def _local_batch(loop: LoopState, images: torch.Tensor, tokens: torch.Tensor, index: torch.Tensor, rank: int,
+                 world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """This process's rows of the global batch ``index`` (all of them for one process), on the device and cropped."""
+    mine = shard_batch(index, rank, world)
+    batch_images = images[mine].to(loop.device)
+    if loop.crops is not None:  # boxes for the whole global batch: W processes crop exactly as one would
+        boxes = sample_crop_boxes(len(index), *images.shape[-2:], scale=loop.config.crop_scale, generator=loop.crops)
+        batch_images = random_resized_crop(batch_images, boxes=shard_batch(boxes, rank, world))
+    return batch_images, tokens[mine].to(loop.device)
+
+
+def _loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """CLIP's loss of this process's rows against the whole (global) batch.
+
+    ``local_loss=True``: each process scores only its rows against the whole batch (B/W x B logits, not
+    B x B), the saving that splitting the batch is for; the gradients are the same either way. One
+    process: exactly ``clip_loss(*model(images, tokens))``.
+    """
+    image_features = model.encode_image(images, normalize=True)
+    text_features = model.encode_text(tokens, normalize=True)
+    return distributed_clip_loss(image_features, text_features, model.logit_scale_value(), local_loss=True)
+
+
+def _check_finite(loss: float, step: int, lr: float, config: TrainConfig) -> float:
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"the loss became {loss} at step {step + 1} (learning rate {lr:.3g}, peak {config.lr:.3g}, "
+            f"precision {config.precision}); likely causes: a learning rate too high or too short a warm-up, "
+            "fp16 overflow (try bf16 or fp32), or bad inputs (NaN or inf in the images, out-of-range token ids)"
+        )
+    return loss
+
+
+def _clip_and_step(loop: LoopState) -> None:
+    """Clip the global gradient norm (after unscaling fp16 gradients) and take the AdamW step."""
+    if loop.scaler is not None:
+        loop.scaler.unscale_(loop.optimizer)
+    if loop.config.grad_clip is not None:
+        nn.utils.clip_grad_norm_(loop.model.parameters(), loop.config.grad_clip)
+    if loop.scaler is None:
+        loop.optimizer.step()
+    else:  # skips the step if the gradients overflowed, and adapts the scale
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+
+
+def _due(steps: int, every: int | None, last: int) -> bool:
+    """Whether something done every ``every`` steps (and after the ``last``) is due after ``steps`` steps."""
+    return bool(every) and (steps % every == 0 or steps == last)
+
+
+def _evaluate(loop: LoopState, eval_fn: Callable[[CLIP], dict[str, float]]) -> None:
+    """Call ``eval_fn`` on the model in eval mode, off the training clock, and record its metrics."""
+    with loop.paused() as seconds:
+        loop.model.eval()
+        loop.history.evals.append({"step": loop.step, "seconds": seconds, **eval_fn(loop.model)})
+        loop.model.train()
+
+
+def _save(loop: LoopState, folder: str | os.PathLike, rank: int) -> None:
+    """Save the whole training state into ``folder``, off the clock; rank 0 writes, as all hold the same state."""
+    with loop.paused() as seconds:
+        loop.history.seconds = seconds
+        if rank == 0:
+            save_training_state(folder, loop.snapshot())
+        barrier()  # nobody runs ahead (or resumes) before the state is on disk
 
 
 def train_clip(
@@ -207,104 +371,45 @@ def train_clip(
         FloatingPointError: if the loss stops being finite; the message names the step, the
             learning rate and the likely causes.
     """
-    from .state import capture_training_state, resume_training, save_training_state
-
-    if not isinstance(model, CLIP):
-        raise TypeError(f"model: expected a clip_tutorial CLIP, got {type(model).__name__}")
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
-    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int)
-                                         or checkpoint_every <= 0 or checkpoint_dir is None):
-        raise ValueError(f"checkpoint_every: expected a positive int together with a checkpoint_dir, "
-                         f"got {checkpoint_every!r} and checkpoint_dir={checkpoint_dir!r}")
-    _check_data(images, tokens, config.batch_size)
     rank, world = rank_and_world()
-    if config.batch_size % world:
-        raise ValueError(f"config.batch_size: expected a multiple of the number of processes ({world}), "
-                         f"got {config.batch_size}")
+    _check_arguments(model, images, tokens, config, checkpoint_every, checkpoint_dir, world)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     autocast = _autocast(device, config.precision)
-    model.to(device).train()
-    broadcast_parameters(model)  # all processes start from rank 0's weights (a no-op for one process)
-    optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
-                                  betas=config.betas, eps=config.eps)
-    scaler = torch.amp.GradScaler("cuda") if config.precision == "fp16" else None
-    generator = torch.Generator().manual_seed(config.seed)
-    # The crops get a generator of their own: switching them on leaves the order of the pairs unchanged.
-    crops = torch.Generator().manual_seed(config.seed + _CROP_SEED_OFFSET) if config.crop_scale else None
-    history, order, cursor, first = History(), torch.empty(0, dtype=torch.long), 0, 0
-    if resume_from is not None:  # model, optimiser, scaler and generators continue where the state left them
-        state = resume_training(resume_from, asdict(config), model, optimizer, scaler, generator, crops)
-        order, cursor, first, history = state.order, state.cursor, state.step, History(**state.history)
-    max_log_scale = math.log(MAX_LOGIT_SCALE)
-    bar = tqdm(range(first, config.steps), desc="training", disable=not progress or rank != 0, mininterval=0.5,
-               initial=first, total=config.steps)
-    start = time.perf_counter() - history.seconds
+    loop = LoopState.start(model, config, device)
+    if resume_from is not None:  # everything continues where the saved run stopped
+        loop.restore(load_training_state(resume_from, config=asdict(config)))
+    optimizer, scaler, history = loop.optimizer, loop.scaler, loop.history
+    bar = tqdm(range(loop.step, config.steps), desc="training", disable=not progress or rank != 0,
+               mininterval=0.5, initial=loop.step, total=config.steps)
+    loop.clock = time.perf_counter() - history.seconds
     for step in bar:
-        if cursor + config.batch_size > len(order):
-            order, cursor = torch.randperm(images.shape[0], generator=generator), 0
-        index = order[cursor: cursor + config.batch_size]  # the global batch, the same on every process
-        cursor += config.batch_size
-        lr = lr_at(step, config)
+        index = loop.next_batch(images.shape[0])  # 1. a batch: the same global one on every process
+        lr = lr_at(step, config)  # 2. the schedule
         for group in optimizer.param_groups:
             group["lr"] = lr
-        mine = shard_batch(index, rank, world)  # this process's rows (all of them for one process)
-        batch_images = images[mine].to(device)
-        if crops is not None:  # boxes for the whole global batch: W processes crop exactly as one would
-            boxes = sample_crop_boxes(len(index), *images.shape[-2:], scale=config.crop_scale, generator=crops)
-            batch_images = random_resized_crop(batch_images, boxes=shard_batch(boxes, rank, world))
-        with autocast:
-            image_features = model.encode_image(batch_images, normalize=True)
-            text_features = model.encode_text(tokens[mine].to(device), normalize=True)
-            # local_loss=True: each process scores only its rows against the whole batch (B/W x B logits, not
-            # B x B), the saving splitting the batch is for; the gradients are the same either way, and logging
-            # the global loss costs one all_reduce of a number. One process: exactly clip_loss(model(...)).
-            loss = distributed_clip_loss(image_features, text_features, model.logit_scale_value(), local_loss=True)
-        loss_value = all_reduce_mean(loss).item()  # the global batch's loss, identical on every process
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(
-                f"the loss became {loss_value} at step {step + 1} (learning rate {lr:.3g}, peak {config.lr:.3g}, "
-                f"precision {config.precision}); likely causes: a learning rate too high or too short a warm-up, "
-                "fp16 overflow (try bf16 or fp32), or bad inputs (NaN or inf in the images, out-of-range token ids)"
-            )
+        batch_images, batch_tokens = _local_batch(loop, images, tokens, index, rank, world)
+        with autocast:  # 3. forward and loss
+            loss = _loss(model, batch_images, batch_tokens)
+        loss_value = _check_finite(all_reduce_mean(loss).item(), step, lr, config)  # the global batch's loss
         optimizer.zero_grad(set_to_none=True)
-        (loss if scaler is None else scaler.scale(loss)).backward()
+        (loss if scaler is None else scaler.scale(loss)).backward()  # 4. backward
         average_gradients(model)  # identical gradients, hence identical steps, on every process
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        if scaler is None:
-            optimizer.step()
-        else:
-            scaler.step(optimizer)
-            scaler.update()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, max_log_scale)
-        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+        _clip_and_step(loop)  # 5. clip the gradient norm, 6. the AdamW step
+        with torch.no_grad():  # 7. clip the logit scale
+            model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+        loop.step = step + 1
+        if _due(loop.step, config.log_every, config.steps):  # log
             temperature = float(1 / model.logit_scale.detach().exp())
-            history.steps.append(step + 1)
+            history.steps.append(loop.step)
             history.loss.append(loss_value)
             history.temperature.append(temperature)
             history.lr.append(lr)
             bar.set_postfix(loss=f"{loss_value:.3f}", T=f"{temperature:.3f}", refresh=False)
-        if eval_fn is not None and eval_every and ((step + 1) % eval_every == 0 or step + 1 == config.steps):
-            paused = time.perf_counter()
-            model.eval()
-            history.evals.append({"step": step + 1, "seconds": paused - start, **eval_fn(model)})
-            model.train()
-            start += time.perf_counter() - paused
-        if checkpoint_every and ((step + 1) % checkpoint_every == 0 or step + 1 == config.steps):
-            paused = time.perf_counter()
-            history.seconds = paused - start
-            if rank == 0:  # the processes hold the same state: one copy is enough
-                save_training_state(checkpoint_dir, capture_training_state(
-                    step + 1, model, optimizer, scaler, generator, crops, order, cursor, asdict(config),
-                    history.to_dict(), device))
-            barrier()  # nobody runs ahead (or resumes) before the state is on disk
-            start += time.perf_counter() - paused
-    history.seconds = time.perf_counter() - start
+        if eval_fn is not None and _due(loop.step, eval_every, config.steps):
+            _evaluate(loop, eval_fn)
+        if _due(loop.step, checkpoint_every, config.steps):
+            _save(loop, checkpoint_dir, rank)
+    history.seconds = time.perf_counter() - loop.clock
     bar.close()
     model.eval()
     return history
-

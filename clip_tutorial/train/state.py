@@ -1,7 +1,7 @@
 """Saving and restoring a training run mid-way, so that a resumed run matches an uninterrupted one bit for bit.
 
-A training-state checkpoint is two files with the same stem, ``step-000040.safetensors`` and
-``step-000040.json``:
+A training state is two files with the same stem, ``step-000040.safetensors`` and
+``step-000040.json``, written and checked by :mod:`clip_tutorial.core.storage`:
 
 * the safetensors file holds every tensor: the model's weights, AdamW's moment estimates and step
   counts, the state of the random generator that orders the data (and of the one that draws the
@@ -11,7 +11,9 @@ A training-state checkpoint is two files with the same stem, ``step-000040.safet
   optimiser's hyper-parameters, the loss scaler's state, the training configuration and the
   history so far, plus the SHA-256 of the tensor file.
 
-Nothing is pickled, so loading a training state can never run code. Explained in Chapter 3.2.
+Nothing is pickled, so loading a training state can never run code. The training loop turns its
+live state into a :class:`TrainingState` and back (:class:`~clip_tutorial.train.loop.LoopState`).
+Explained in Chapter 3.2.
 """
 from __future__ import annotations
 
@@ -23,15 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from clip_tutorial.weights.checkpoints import sha256_file
+from clip_tutorial.core.checks import check_type
+from clip_tutorial.core.storage import load_tensors, save_tensors
 
 __all__ = ["TrainingState", "save_training_state", "load_training_state", "latest_training_state",
-           "state_path", "capture_training_state", "resume_training", "FORMAT"]
+           "state_path", "global_rng_states", "set_global_rng_states", "FORMAT", "VERSION"]
 
 #: The ``"format"`` field of every training-state description.
 FORMAT = "clip_tutorial-training-state"
+#: The version of the training-state layout (states written before versions were recorded are version 1).
+VERSION = 1
 _STEM = re.compile(r"^step-(\d+)$")
 
 
@@ -75,41 +79,24 @@ def state_path(folder: str | os.PathLike, step: int) -> Path:
 def save_training_state(folder: str | os.PathLike, state: TrainingState) -> Path:
     """Write ``state`` into ``folder`` (created if missing) and return the stem of the two files.
 
-    Both files are written under temporary names and renamed, so an interrupted save never leaves
-    a half-written state behind.
+    Both files are written atomically (:func:`~clip_tutorial.core.storage.save_tensors`), so an
+    interrupted save never leaves a half-written state behind.
 
     Raises:
         PermissionError: if the folder cannot be created or written to.
     """
-    tensors = {f"model.{k}": v.detach().to("cpu").contiguous() for k, v in state.model.items()}
+    tensors = {f"model.{k}": v for k, v in state.model.items()}
     for index, slots in state.optimizer["state"].items():
-        for key, value in slots.items():
-            tensors[f"optimizer.{index}.{key}"] = value.detach().to("cpu").contiguous()
-    tensors["generator"] = state.generator
-    tensors["order"] = state.order.contiguous()
+        tensors.update({f"optimizer.{index}.{key}": value for key, value in slots.items()})
+    tensors["generator"], tensors["order"] = state.generator, state.order
     if state.crop_generator is not None:
         tensors["crop_generator"] = state.crop_generator
     tensors.update({f"rng.{k}": v for k, v in state.rng.items()})
-    description = {
-        "format": FORMAT, "step": state.step, "cursor": state.cursor,
-        "param_groups": state.optimizer["param_groups"], "scaler": state.scaler,
-        "config": state.config, "history": state.history,
-    }
+    description = {"step": state.step, "cursor": state.cursor, "param_groups": state.optimizer["param_groups"],
+                   "scaler": state.scaler, "config": state.config, "history": state.history}
     stem = state_path(folder, state.step)
-    weights, meta = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    tmp_weights, tmp_meta = Path(f"{weights}.tmp"), Path(f"{meta}.tmp")
-    try:
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp_weights))
-        description["sha256"] = sha256_file(tmp_weights)
-        tmp_meta.write_text(json.dumps(description, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp_weights, weights)
-        os.replace(tmp_meta, meta)
-    except OSError as err:
-        raise PermissionError(
-            f"checkpoint_dir: cannot write a training state to folder '{stem.parent}' ({err.strerror or err}); "
-            "expected a writable folder"
-        ) from err
+    save_tensors(stem, tensors, description, format=FORMAT, version=VERSION, name="checkpoint_dir",
+                 kind="training state")
     return stem
 
 
@@ -122,41 +109,37 @@ def latest_training_state(folder: str | os.PathLike) -> Path | None:
     return state_path(folder, max(steps)) if steps else None
 
 
-def load_training_state(path: str | os.PathLike) -> TrainingState:
+def load_training_state(path: str | os.PathLike, config: dict[str, Any] | None = None) -> TrainingState:
     """Read a training state written by :func:`save_training_state`.
 
     Args:
         path: the stem of a state (``.../step-000040``, with or without a suffix) or a folder, in
             which case its latest state is read.
+        config: the training configuration of the run about to resume, as a dict; when given,
+            the state must have been saved with the same one (resuming would otherwise match
+            neither run).
 
     Raises:
         TypeError: if ``path`` is not a str or a path.
         FileNotFoundError: if there is no training state at ``path``.
-        ValueError: if the files are corrupted (bad JSON, wrong format, SHA-256 mismatch).
+        ValueError: if the files are corrupted (bad JSON, wrong format, SHA-256 mismatch), or the
+            state was saved with another ``config`` (the message lists the differing fields).
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"resume_from: expected a str or a pathlib.Path, got {type(path).__name__}")
-    path = Path(path)
-    if path.is_dir():
+    check_type("resume_from", path, (str, os.PathLike), "a str or a pathlib.Path")
+    if Path(path).is_dir():
         latest = latest_training_state(path)
         if latest is None:
             raise FileNotFoundError(f"resume_from: expected a folder with step-*.json training states, got none in '{path}'")
         path = latest
-    elif path.suffix in (".json", ".safetensors"):
-        path = path.with_suffix("")
-    weights, meta = path.with_suffix(".safetensors"), path.with_suffix(".json")
-    for file in (weights, meta):
-        if not file.is_file():
-            raise FileNotFoundError(f"resume_from: expected a training state, but {file} is missing")
-    try:
-        description = json.loads(meta.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"training state {meta} is corrupted: expected JSON, got a parse error ({err})") from err
-    if not isinstance(description, dict) or description.get("format") != FORMAT:
-        raise ValueError(f"training state {meta}: expected format {FORMAT!r}")
-    if sha256_file(weights) != description["sha256"]:
-        raise ValueError(f"training state {weights} is corrupted (sha256 mismatch)")
-    tensors = load_file(str(weights))
+    tensors, description = load_tensors(path, expected_format=FORMAT, version=VERSION, name="resume_from",
+                                        kind="training state")
+    if config is not None:
+        given = json.loads(json.dumps(config))
+        differences = [f"{k} (given {given[k]!r}, saved {description['config'].get(k)!r})" for k in given
+                       if given[k] != description["config"].get(k)]
+        if differences:
+            raise ValueError(f"resume_from: the training state in {str(path)!r} was saved with another config; "
+                             "differing fields: " + "; ".join(differences))
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     slots: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
@@ -171,55 +154,16 @@ def load_training_state(path: str | os.PathLike) -> TrainingState:
                          history=description["history"], crop_generator=tensors.get("crop_generator"))
 
 
-def capture_training_state(step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                           scaler: torch.amp.GradScaler | None, generator: torch.Generator,
-                           crop_generator: torch.Generator | None, order: torch.Tensor, cursor: int,
-                           config: dict[str, Any], history: dict[str, Any],
-                           device: torch.device) -> TrainingState:
-    """Collect a running training loop's state after ``step`` steps, ready for :func:`save_training_state`.
-
-    ``config`` and ``history`` are stored as JSON would read them back (tuples become lists), and
-    PyTorch's global random states are taken too (the CUDA one when training on a GPU).
-    """
+def global_rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """PyTorch's global random states, as :attr:`TrainingState.rng` holds them: ``"cpu"``, and ``"cuda"`` on a GPU."""
     rng = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(device)
-    return TrainingState(step=step, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                         generator=generator.get_state(), order=order, cursor=cursor, rng=rng,
-                         scaler=scaler.state_dict() if scaler is not None else {},
-                         config=json.loads(json.dumps(config)), history=history,
-                         crop_generator=crop_generator.get_state() if crop_generator is not None else None)
+    return rng
 
 
-def resume_training(path: str | os.PathLike, config: dict[str, Any], model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-                    generator: torch.Generator, crop_generator: torch.Generator | None) -> TrainingState:
-    """Load the training state at ``path`` into a training loop's live objects and return it.
-
-    The model, the optimiser, the loss scaler, the two generators and PyTorch's global random
-    states continue where the saved run stopped; the caller takes the data order, the cursor, the
-    step and the history from the returned state.
-
-    Raises:
-        ValueError: if the state was saved with another training configuration (resuming would
-            then match neither run); the message lists the differing fields.
-        FileNotFoundError: see :func:`load_training_state`.
-    """
-    state = load_training_state(path)
-    given = json.loads(json.dumps(config))
-    differences = [f"{k} (given {given[k]!r}, saved {state.config.get(k)!r})" for k in given
-                   if given[k] != state.config.get(k)]
-    if differences:
-        raise ValueError(f"resume_from: the training state in {str(path)!r} was saved with another config; "
-                         "differing fields: " + "; ".join(differences))
-    model.load_state_dict(state.model)
-    optimizer.load_state_dict(state.optimizer)
-    if scaler is not None and state.scaler:
-        scaler.load_state_dict(state.scaler)
-    generator.set_state(state.generator)
-    if crop_generator is not None:
-        crop_generator.set_state(state.crop_generator)
-    torch.set_rng_state(state.rng["cpu"])
-    if "cuda" in state.rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state.rng["cuda"])
-    return state
+def set_global_rng_states(rng: dict[str, torch.Tensor]) -> None:
+    """Restore the states taken by :func:`global_rng_states` (the CUDA one when a GPU is present)."""
+    torch.set_rng_state(rng["cpu"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state(rng["cuda"])

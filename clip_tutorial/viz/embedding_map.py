@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
+from clip_tutorial.core.checks import check_choice, check_int, check_tensor, describe
+
 __all__ = ["PCA", "fit_pca", "tsne_available", "joint_projection", "nearest_centroid_accuracy",
            "plot_embedding_map"]
 
@@ -27,13 +29,10 @@ _FIT_ON = ("both", "images", "texts")
 
 
 def _check_matrix(x: object, name: str, min_rows: int = 1) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor (N, D), got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got dtype {x.dtype}")
-    if x.ndim != 2 or x.shape[0] < min_rows or x.shape[1] == 0:
-        raise ValueError(f"{name}: expected a 2-D tensor (N, D) with N >= {min_rows} and D >= 1, "
-                         f"got shape {tuple(x.shape)}")
+    expected = f"a torch.Tensor (N, D): 2-D, floating-point, with N >= {min_rows} and D >= 1"
+    check_tensor(name, x, ndim=2, floating=True, what=expected)
+    if x.shape[0] < min_rows or x.shape[1] == 0:
+        raise ValueError(f"{name}: expected {expected}, got {describe(x)}")
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name}: expected finite values, got NaN or inf")
     return x
@@ -86,7 +85,7 @@ def fit_pca(x: torch.Tensor, n_components: int = 2) -> PCA:
     """
     x = _check_matrix(x, "x", min_rows=2)
     limit = min(x.shape)
-    if isinstance(n_components, bool) or not isinstance(n_components, int) or not 1 <= n_components <= limit:
+    if not 1 <= check_int("n_components", n_components) <= limit:
         raise ValueError(f"n_components: expected an int from 1 to min(N, D) = {limit}, got {n_components!r}")
     data = x.detach().double()
     mean = data.mean(dim=0)
@@ -142,10 +141,8 @@ def joint_projection(image_features: torch.Tensor, text_features: torch.Tensor |
         if texts.shape[1] != images.shape[1]:
             raise ValueError(f"text_features: expected embed_dim {images.shape[1]} like image_features, "
                              f"got shape {tuple(texts.shape)}")
-    if method not in _METHODS:
-        raise ValueError(f"method: expected one of {_METHODS}, got {method!r}")
-    if fit_on not in _FIT_ON:
-        raise ValueError(f"fit_on: expected one of {_FIT_ON}, got {fit_on!r}")
+    check_choice("method", method, _METHODS)
+    check_choice("fit_on", fit_on, _FIT_ON)
     if fit_on == "texts" and texts is None:
         raise ValueError("fit_on: 'texts' needs text_features, got None")
     points = images if texts is None else torch.cat([images, texts])

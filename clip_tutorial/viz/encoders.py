@@ -18,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from clip_tutorial.core.checks import check_positive_int
 from clip_tutorial.data import MEAN, STD
 from .plots import _FONTSIZE, PAGE_WIDTH, _as_array, _wrap_to_width, to_display_images
 
@@ -67,10 +68,11 @@ def show_patches(image: Any, patch_size: int, title: str | None = None, normaliz
         numbers stay legible).
 
     Raises:
-        ValueError: if there is not exactly one image or its sides are not multiples of ``patch_size``.
+        TypeError: if ``patch_size`` is not an int.
+        ValueError: if there is not exactly one image, ``patch_size`` is below 1 or does not divide
+            the image's sides.
     """
-    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
-        raise ValueError(f"patch_size: expected a positive int, got {patch_size!r}")
+    patch_size = check_positive_int("patch_size", patch_size)
     pictures = to_display_images(image, normalized=normalized, mean=mean, std=std)
     if len(pictures) != 1:
         raise ValueError(f"image: expected one image, got a batch of {len(pictures)}")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from clip_tutorial.core.checks import check_type
+
 __all__ = ["glue"]
 
 
@@ -30,8 +32,8 @@ def glue(name: str, value: Any, fmt: str = "") -> str:
         TypeError: if ``name`` or ``fmt`` is not a string.
         ValueError: if ``name`` is not an identifier, or ``fmt`` does not apply to ``value``.
     """
-    if not isinstance(name, str) or not isinstance(fmt, str):
-        raise TypeError(f"name and fmt: expected strings, got {type(name).__name__} and {type(fmt).__name__}")
+    check_type("name", name, str)
+    check_type("fmt", fmt, str)
     if not name.isidentifier():
         raise ValueError(f"name: expected letters, digits and underscores (an identifier), got {name!r}")
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:

@@ -27,6 +27,8 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.textpath import TextToPath
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from clip_tutorial.core.checks import check_int, check_number, check_positive_int, check_type
+
 __all__ = ["PAGE_WIDTH", "MIN_FONTSIZE", "MAX_COLUMNS", "legible_fontsize",
            "to_display_images", "show_images", "plot_similarity", "plot_history", "plot_accuracy_bars"]
 
@@ -59,12 +61,16 @@ def legible_fontsize(fig_width: float, size: float = _FONTSIZE) -> float:
             :data:`MIN_FONTSIZE` for the book's figures).
 
     Raises:
-        ValueError: if ``fig_width`` or ``size`` is not a positive number.
+        TypeError: if ``fig_width`` or ``size`` is not a number.
+        ValueError: if ``fig_width`` or ``size`` is not positive and finite.
     """
+    values = []
     for name, value in (("fig_width", fig_width), ("size", size)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        values.append(check_number(name, value))
+        if not values[-1] > 0:
             raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    return float(size) * max(1.0, float(fig_width) / PAGE_WIDTH)
+    fig_width, size = values
+    return size * max(1.0, fig_width / PAGE_WIDTH)
 
 
 def _text_width(text: str, fontsize: float) -> float:
@@ -206,6 +212,7 @@ def show_images(images: Any, captions: Sequence[str] | None = None, ncols: int =
         The figure, one axes per image.
 
     Raises:
+        TypeError: if ``captions`` is not a list, or ``ncols``, ``wrap`` or ``fontsize`` is not a number.
         ValueError: if the images are not an image batch, there is not one caption per image, or
             ``ncols``, ``wrap`` or ``fontsize`` is out of range.
     """
@@ -215,12 +222,10 @@ def show_images(images: Any, captions: Sequence[str] | None = None, ncols: int =
             raise TypeError(f"captions: expected a list of str, got {type(captions).__name__}")
         if len(captions) != len(pictures):
             raise ValueError(f"captions: expected one caption per image ({len(pictures)}), got {len(captions)}")
-    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
-        raise ValueError(f"ncols: expected a positive int, got {ncols!r}")
-    if wrap is not None and (isinstance(wrap, bool) or not isinstance(wrap, int) or wrap < 1):
+    ncols = check_positive_int("ncols", ncols)
+    if wrap is not None and check_int("wrap", wrap) < 1:
         raise ValueError(f"wrap: expected a positive int or None, got {wrap!r}")
-    if isinstance(fontsize, bool) or not isinstance(fontsize, (int, float)) or fontsize < MIN_FONTSIZE:
-        raise ValueError(f"fontsize: expected a number >= {MIN_FONTSIZE} (points on the page), got {fontsize!r}")
+    fontsize = check_number("fontsize", fontsize, MIN_FONTSIZE)
     n = len(pictures)
     ncols = min(ncols, n, MAX_COLUMNS)
 
@@ -386,12 +391,13 @@ def plot_history(history: Any, keys: Sequence[str] | None = None, title: str = "
         The figure, one axes per key.
 
     Raises:
-        ValueError: if a requested key is missing or its list does not have one value per step.
+        TypeError: if ``history`` is neither a dict nor a history object, or ``smooth`` is not an int.
+        ValueError: if a requested key is missing, its list does not have one value per step, or
+            ``smooth`` is below 1.
     """
     if not isinstance(history, Mapping) and not hasattr(history, "steps"):
         raise TypeError(f"history: expected a dict of lists or an object with a 'steps' list, got {type(history).__name__}")
-    if isinstance(smooth, bool) or not isinstance(smooth, int) or smooth < 1:
-        raise ValueError(f"smooth: expected a positive int, got {smooth!r}")
+    smooth = check_positive_int("smooth", smooth)
     if keys is None:
         keys = [k for k in ("loss", "temperature", "lr") if _history_series(history, k) is not None]
         if not keys:
@@ -464,8 +470,7 @@ def plot_accuracy_bars(named_values: Mapping[str, float], title: str = "Accuracy
         TypeError: if ``named_values`` is not a dict of numbers.
         ValueError: if it is empty or holds a value that is not finite.
     """
-    if not isinstance(named_values, Mapping):
-        raise TypeError(f"named_values: expected a dict of name -> number, got {type(named_values).__name__}")
+    check_type("named_values", named_values, Mapping, "a dict of name -> number")
     if not named_values:
         raise ValueError("named_values: expected at least one bar, got an empty dict")
     names, values = [str(k) for k in named_values], []

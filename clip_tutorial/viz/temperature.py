@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from clip_tutorial.core.checks import check_int, check_number, check_tensor, describe
 from clip_tutorial.objectives.loss import clip_loss, clip_loss_gradient
 from .widgets import figure_png
 
@@ -22,28 +23,15 @@ __all__ = ["TEMPERATURE_RANGE", "temperature_figure", "temperature_explorer"]
 TEMPERATURE_RANGE = (0.005, 1.0)  #: the temperatures the figure's loss curve and the slider span
 
 
-def _check_similarity(similarity: object) -> torch.Tensor:
-    if not isinstance(similarity, torch.Tensor) or not similarity.is_floating_point():
-        got = f"dtype {similarity.dtype}" if isinstance(similarity, torch.Tensor) else type(similarity).__name__
-        raise TypeError(f"similarity: expected a float tensor of cosine similarities, got {got}")
-    if similarity.ndim != 2 or similarity.shape[0] != similarity.shape[1] or similarity.shape[0] < 2:
-        raise ValueError(f"similarity: expected a square (N, N) matrix with N >= 2, matches on the diagonal, "
-                         f"got shape {tuple(similarity.shape)}")
-    return similarity.detach().double().cpu()
-
-
-def _check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
-        raise TypeError(f"temperature: expected a float, got {type(temperature).__name__}")
-    if not TEMPERATURE_RANGE[0] <= temperature <= TEMPERATURE_RANGE[1]:
-        raise ValueError(f"temperature: expected a value in {list(TEMPERATURE_RANGE)}, got {temperature}")
-    return float(temperature)
-
-
-def _check_row(row: object, n: int) -> int:
-    if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < n:
-        raise ValueError(f"row: expected an int in [0, {n}), got {row!r}")
-    return row
+def _check_arguments(similarity: object, temperature: object, row: object) -> tuple[torch.Tensor, float, int]:
+    """The similarity matrix (float64, CPU), the temperature and the row, checked."""
+    expected = "a float tensor of cosine similarities, a square (N, N) matrix with N >= 2, matches on the diagonal"
+    check_tensor("similarity", similarity, ndim=2, floating=True, what=expected)
+    if similarity.shape[0] != similarity.shape[1] or similarity.shape[0] < 2:
+        raise ValueError(f"similarity: expected {expected}, got {describe(similarity)}")
+    temperature = check_number("temperature", temperature, *TEMPERATURE_RANGE)
+    row = check_int("row", row, 0, similarity.shape[0] - 1)
+    return similarity.detach().double().cpu(), temperature, row
 
 
 #: Size of the temperature figure in inches: the width of a book page, so its text stays legible.
@@ -101,9 +89,7 @@ def temperature_figure(similarity: torch.Tensor, temperature: float = 0.07, row:
         TypeError: for a similarity that is not a float tensor or a temperature that is not a number.
         ValueError: for a non-square similarity, a temperature out of range or a row out of range.
     """
-    similarity = _check_similarity(similarity)
-    temperature = _check_temperature(temperature)
-    row = _check_row(row, similarity.shape[0])
+    similarity, temperature, row = _check_arguments(similarity, temperature, row)
     fig = plt.figure(figsize=FIGSIZE, layout="constrained")
     _draw_temperature(fig, similarity, temperature, row)
     return fig
@@ -132,9 +118,7 @@ def temperature_explorer(similarity: torch.Tensor, temperature: float = 0.07, ro
     except ImportError as err:  # pragma: no cover - ipywidgets is a dependency
         raise ImportError("temperature_explorer needs ipywidgets (pip install ipywidgets); without it, "
                           "use clip_tutorial.viz.temperature.temperature_figure") from err
-    similarity = _check_similarity(similarity)
-    temperature = _check_temperature(temperature)
-    row = _check_row(row, similarity.shape[0])
+    similarity, temperature, row = _check_arguments(similarity, temperature, row)
     low, high = (math.log10(t) for t in TEMPERATURE_RANGE)
     slider = ipywidgets.FloatLogSlider(value=temperature, base=10, min=low, max=high, step=0.05,
                                        description="τ:", continuous_update=False, readout_format=".3f",

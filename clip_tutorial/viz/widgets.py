@@ -6,7 +6,8 @@ engine: embed the query, compare it with every image embedding, keep the ``k`` b
 running kernel still shows them; :func:`search_box` is the interactive version, an ipywidgets
 text box whose results update as you type a new query (in Jupyter or Colab). Both also accept an
 :class:`~clip_tutorial.apps.search.EmbeddingIndex` of the gallery (Chapter 5.2, a search engine over
-50,000 images), and uint8 pixels, which take four times less memory than normalised floats.
+50,000 images), and uint8 pixels, which take four times less memory than normalised floats. The
+search answers with a :class:`~clip_tutorial.apps.search.SearchResult`, as that index does.
 
 The temperature's playground (Chapter 2.3) lives in :mod:`clip_tutorial.viz.temperature`.
 """
@@ -23,29 +24,25 @@ import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
 
-from clip_tutorial.model import CLIP
-from clip_tutorial.apps.search import EmbeddingIndex
-from .plots import to_display_images
+from clip_tutorial.apps.search import EmbeddingIndex, SearchResult
+from clip_tutorial.core.checks import check_callable, check_int, check_number, check_tensor, check_type, describe
 from clip_tutorial.evaluation.zeroshot import encode_images, encode_texts
+from clip_tutorial.model import CLIP, check_clip
+from .plots import to_display_images
 
 __all__ = ["text_to_image_search", "search_figure", "search_box", "figure_png"]
 
 Tokenizer = Callable[[Sequence[str]], torch.Tensor]
-
-
-def _check_model(model: object, tokenizer: object) -> None:
-    if not isinstance(model, CLIP):
-        raise TypeError(f"model: expected a clip_tutorial.CLIP, got {type(model).__name__}")
-    if not callable(tokenizer):
-        raise TypeError(f"tokenizer: expected a tokenizer (a callable from texts to token ids), got {type(tokenizer).__name__}")
+# what the messages about a bad tokenizer or bad pixels expect
+_TOKENIZER = "a tokenizer (a callable from texts to token ids)"
+_PIXELS = ("normalised float pixels (N, 3, H, W) as ShapesWorld.tensors() returns, "
+           "or uint8 pixels as ShapesWorld.images")
 
 
 def _check_images(images: object) -> torch.Tensor:
-    if (not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[0] == 0
-            or not (images.is_floating_point() or images.dtype == torch.uint8)):
-        got = f"shape {tuple(images.shape)}, dtype {images.dtype}" if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(f"images: expected normalised float pixels (N, 3, H, W) as ShapesWorld.tensors() returns, "
-                        f"or uint8 pixels as ShapesWorld.images, got {got}")
+    check_tensor("images", images, ndim=4, nonempty=True, what=_PIXELS)
+    if not (images.is_floating_point() or images.dtype == torch.uint8):
+        raise TypeError(f"images: expected {_PIXELS}, got {describe(images)}")
     return images
 
 
@@ -55,26 +52,24 @@ def _display(images: torch.Tensor, rows: Sequence[int]) -> dict[int, Any]:
     return dict(zip(rows, to_display_images(images[rows], normalized=images.is_floating_point())))
 
 
-def _check_query(query: object) -> str:
-    if not isinstance(query, str):
-        raise TypeError(f"query: expected a str, got {type(query).__name__}")
+def _check_query(name: str, query: object) -> str:
+    check_type(name, query, str)
     if not query.strip():
-        raise ValueError("query: expected some words to search for, got an empty query")
+        raise ValueError(f"{name}: expected some words to search for, got an empty query")
     return query
 
 
-def _check_k(k: object, n: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int):
-        raise TypeError(f"k: expected an int, got {type(k).__name__}")
-    if not 1 <= k <= n:
-        raise ValueError(f"k: expected 1 <= k <= {n} (the number of images), got {k}")
-    return k
+def _check_queries(name: str, queries: object) -> list[str]:
+    """A non-empty list of queries, each some words."""
+    if isinstance(queries, str) or not isinstance(queries, Sequence):
+        raise TypeError(f"{name}: expected a list of str, got {describe(queries)}")
+    if len(queries) == 0:
+        raise ValueError(f"{name}: expected a non-empty list of str, got an empty list")
+    return [_check_query(f"{name}[{i}]", q) for i, q in enumerate(queries)]
 
 
 def _gallery_features(model: CLIP, images_or_features: torch.Tensor) -> torch.Tensor:
-    if not isinstance(images_or_features, torch.Tensor):
-        raise TypeError(f"images_or_features: expected a tensor, images (N, 3, H, W) or features (N, D), "
-                        f"got {type(images_or_features).__name__}")
+    check_tensor("images_or_features", images_or_features, what="a tensor, images (N, 3, H, W) or features (N, D)")
     if images_or_features.ndim == 2:
         if images_or_features.shape[0] == 0 or images_or_features.shape[1] != model.config.embed_dim:
             raise ValueError(f"images_or_features: expected features (N >= 1, embed_dim={model.config.embed_dim}), "
@@ -86,57 +81,63 @@ def _gallery_features(model: CLIP, images_or_features: torch.Tensor) -> torch.Te
                      f"got shape {tuple(images_or_features.shape)}")
 
 
-def text_to_image_search(model: CLIP, tokenizer: Tokenizer, images_or_features: torch.Tensor, query: str,
-                         k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+def text_to_image_search(model: CLIP, tokenizer: Tokenizer, images_or_features: torch.Tensor,
+                         query: str | Sequence[str], k: int = 5) -> SearchResult:
     """The ``k`` images most similar to a text query, best first.
 
     Explained in Chapter 1.5. Embed the gallery once with :func:`~clip_tutorial.evaluation.zeroshot.encode_images`
-    and pass the features, so that each query only costs one text embedding and one matrix product.
+    and pass the features, so that each query only costs one text embedding and one product with
+    the gallery's matrix.
 
     Args:
         model: a CLIP.
         tokenizer: its tokenizer.
         images_or_features: normalised images ``(N, 3, H, W)``, uint8 pixels, or their image
             embeddings ``(N, D)``.
-        query: the text to search for, e.g. ``"a big yellow star"``.
-        k: how many images to return, ``1 <= k <= N``.
+        query: the text to search for, e.g. ``"a big yellow star"``, or a list of such texts.
+        k: how many images to return per query, ``1 <= k <= N``.
 
     Returns:
-        ``(indices, scores)``: LongTensor ``(k,)`` of gallery indices and their cosine similarities
-        ``(k,)`` with the query, in decreasing order of similarity.
+        A :class:`~clip_tutorial.apps.search.SearchResult` ``(scores, ids, rows)``, as
+        :meth:`EmbeddingIndex.search <clip_tutorial.apps.search.EmbeddingIndex.search>` returns
+        it, with one row per query (a single query gives one row): ``scores`` ``(Q, k)`` are the
+        cosine similarities with the query in decreasing order, ``rows`` ``(Q, k)`` the gallery
+        row numbers of those images, and ``ids`` the same row numbers as lists of ints (a gallery
+        given as a tensor has no ids of its own; an index built with the default ids numbers its
+        rows the same way). ``result.rows[0]`` are the images found for the first query.
 
     Raises:
         TypeError: for arguments of the wrong type.
         ValueError: for an empty query, ``k`` outside ``[1, N]`` or a gallery of the wrong shape.
     """
-    _check_model(model, tokenizer)
-    query = _check_query(query)
+    check_clip("model", model)
+    check_callable("tokenizer", tokenizer, _TOKENIZER)
+    queries = [_check_query("query", query)] if isinstance(query, str) else _check_queries("query", query)
     features = _gallery_features(model, images_or_features)
-    k = _check_k(k, features.shape[0])
-    scores = features @ encode_texts(model, tokenizer, [query])[0]
-    top = scores.topk(k)
-    return top.indices, top.values
+    k = check_int("k", k, 1, features.shape[0])
+    # one matrix-vector product per query: the similarities of each query with every image
+    scores = torch.stack([features @ text for text in encode_texts(model, tokenizer, queries)])
+    top = scores.topk(k, dim=1)
+    return SearchResult(top.values, top.indices.tolist(), top.indices)
 
 
 def _ranker(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, features: torch.Tensor | None,
-            index: EmbeddingIndex | None, k: int) -> Callable[[str], tuple[torch.Tensor, torch.Tensor]]:
-    """A function from a query to its ``k`` best ``(rows, scores)``, from features or an index."""
+            index: EmbeddingIndex | None, k: int) -> Callable[[str], SearchResult]:
+    """A function from one query to its ``k`` best images (a one-row result), from features or an index."""
     if index is None:
         gallery = _gallery_features(model, images if features is None else features)
         if gallery.shape[0] != images.shape[0]:
             raise ValueError(f"features: expected one row per image ({images.shape[0]}), got {gallery.shape[0]}")
         return lambda query: text_to_image_search(model, tokenizer, gallery, query, k)
-    if not isinstance(index, EmbeddingIndex):
-        raise TypeError(f"index: expected a clip_tutorial.apps.search.EmbeddingIndex or None, got {type(index).__name__}")
+    check_type("index", index, EmbeddingIndex, "a clip_tutorial.apps.search.EmbeddingIndex or None")
     if features is not None:
         raise ValueError("features: expected None when an index is given (the index holds the embeddings), got a tensor")
     if len(index) != images.shape[0] or index.dim != model.config.embed_dim:
         raise ValueError(f"index: expected {images.shape[0]} rows (one per image, in the same order) of dimension "
                          f"{model.config.embed_dim}, got {len(index)} rows of dimension {index.dim}")
 
-    def rank(query: str) -> tuple[torch.Tensor, torch.Tensor]:
-        result = index.search(encode_texts(model, tokenizer, [_check_query(query)]), k)
-        return result.rows[0].cpu(), result.scores[0].cpu()
+    def rank(query: str) -> SearchResult:
+        return index.search(encode_texts(model, tokenizer, [_check_query("query", query)]), k)
     return rank
 
 
@@ -152,15 +153,16 @@ def figure_png(fig: Figure, dpi: int = 100) -> bytes:
     return buffer.getvalue()
 
 
-def _draw_results(fig: Figure, pictures: list, rows: list[tuple[str, torch.Tensor, torch.Tensor]], k: int,
+def _draw_results(fig: Figure, pictures: dict[int, Any], rows: list[tuple[str, SearchResult]], k: int,
                   fontsize: float = 8) -> None:
+    """One row of axes per ``(query, one-row result)``: its images by gallery row, with their scores."""
     axes = fig.subplots(len(rows), k, squeeze=False)
-    for r, (query, indices, scores) in enumerate(rows):
+    for r, (query, result) in enumerate(rows):
         for c in range(k):
             ax = axes[r, c]
-            ax.imshow(pictures[int(indices[c])], interpolation="nearest")
+            ax.imshow(pictures[int(result.rows[0, c])], interpolation="nearest")
             ax.set(xticks=[], yticks=[])
-            ax.set_xlabel(f"#{c + 1}: {float(scores[c]):.2f}", fontsize=fontsize)
+            ax.set_xlabel(f"#{c + 1}: {float(result.scores[0, c]):.2f}", fontsize=fontsize)
         axes[r, 0].set_ylabel(textwrap.fill(textwrap.shorten(query, 60, placeholder="…"), 16), fontsize=fontsize,
                               rotation=0, ha="right", va="center")
 
@@ -195,17 +197,15 @@ def search_figure(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, queri
         ValueError: for no queries, an empty query, ``k`` out of range, or features or an index
             that do not match the images.
     """
-    _check_model(model, tokenizer)
+    check_clip("model", model)
+    check_callable("tokenizer", tokenizer, _TOKENIZER)
     images = _check_images(images)
-    if isinstance(queries, str) or not isinstance(queries, Sequence) or len(queries) == 0:
-        raise ValueError(f"queries: expected a non-empty list of str, got {queries!r}")
-    queries = [_check_query(q) for q in queries]
-    k = _check_k(k, images.shape[0])
-    if isinstance(fontsize, bool) or not isinstance(fontsize, (int, float)) or not 4 <= fontsize <= 24:
-        raise ValueError(f"fontsize: expected a size in points between 4 and 24, got {fontsize!r}")
+    queries = _check_queries("queries", queries)
+    k = check_int("k", k, 1, images.shape[0])
+    fontsize = check_number("fontsize", fontsize, 4, 24)
     rank = _ranker(model, tokenizer, images, features, index, k)
-    rows = [(q, *rank(q)) for q in queries]
-    pictures = _display(images, sorted({int(i) for _, indices, _ in rows for i in indices}))
+    rows = [(q, rank(q)) for q in queries]
+    pictures = _display(images, sorted({int(i) for _, result in rows for i in result.rows[0]}))
     grow = fontsize / 8  # the query labels on the left and the label lines grow with the text
     fig = plt.figure(figsize=(1.2 * k + 1.8 * grow, (1.35 + 0.15 * (grow - 1)) * len(queries) + 0.5 * grow),
                      layout="constrained")
@@ -245,9 +245,10 @@ def search_box(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, k: int =
     except ImportError as err:  # pragma: no cover - ipywidgets is a dependency
         raise ImportError("search_box needs ipywidgets (pip install ipywidgets); without it, "
                           "use clip_tutorial.viz.widgets.search_figure for a static figure of the results") from err
-    _check_model(model, tokenizer)
+    check_clip("model", model)
+    check_callable("tokenizer", tokenizer, _TOKENIZER)
     images = _check_images(images)
-    k = _check_k(k, images.shape[0])
+    k = check_int("k", k, 1, images.shape[0])
     rank = _ranker(model, tokenizer, images, features, index, k)
     text = ipywidgets.Text(value=value, description="Search:", placeholder="e.g. a small red heart",
                            continuous_update=False, layout=ipywidgets.Layout(width="420px"))
@@ -259,9 +260,9 @@ def search_box(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, k: int =
         if not query.strip():
             status.value, picture.value = "<i>Type a query, e.g. <b>a small red heart</b>.</i>", b""
             return
-        indices, scores = rank(query)
+        result = rank(query)
         fig = Figure(figsize=(1.2 * k, 1.6), layout="constrained")
-        _draw_results(fig, _display(images, indices.tolist()), [(query, indices, scores)], k)
+        _draw_results(fig, _display(images, result.rows[0].tolist()), [(query, result)], k)
         status.value = f"Top {k} of {images.shape[0]} images for <b>{html.escape(query)}</b> (best first)"
         picture.value = figure_png(fig, dpi=100)
 

@@ -9,12 +9,14 @@ A checkpoint is two files with the same stem:
   package), free metadata (training steps, accuracy, ...) and the SHA-256 of the weights file,
   checked on load.
 
+Both are written and checked by :mod:`clip_tutorial.core.storage`, like every file of tensors the
+package writes.
+
 Explained in Chapter 1 (the pre-trained tiny model the book loads) and in the training chapters.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -23,14 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
-from clip_tutorial.text.bpe import OFFICIAL_NUM_MERGES, BPETokenizer, load_merges
-from .convert import check_state_dict
+from clip_tutorial.core import storage
 from clip_tutorial.model import CLIP, CLIPConfig
+from clip_tutorial.text.bpe import OFFICIAL_NUM_MERGES, BPETokenizer, load_merges
 from clip_tutorial.text.tokenizer import BaseTokenizer, WordTokenizer
+from .convert import check_state_dict
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_paths", "read_description", "sha256_file", "FORMAT", "VERSION"]
+__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_paths", "read_description", "FORMAT", "VERSION"]
 
 #: The ``"format"`` field of every checkpoint description.
 FORMAT = "clip_tutorial-checkpoint"
@@ -72,14 +74,7 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
         TypeError: if ``path`` is not a str or a path.
         ValueError: if ``path`` is empty.
     """
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a str or a pathlib.Path, got {type(path).__name__}")
-    path = Path(path)
-    if path.name in ("", ".", ".."):
-        raise ValueError(f"path: expected a file name such as 'checkpoints/tiny', got {str(path)!r}")
-    if path.suffix in (".safetensors", ".json"):
-        path = path.with_suffix("")
-    return Path(f"{path}.safetensors"), Path(f"{path}.json")
+    return storage.tensor_paths(path)
 
 
 def _plain(value: Any) -> Any:
@@ -89,15 +84,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (np.generic, np.ndarray)) and np.size(value) <= 10_000:
         return value.tolist()
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file, as lower-case hex, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tokenizer_description(tokenizer: WordTokenizer | BPETokenizer) -> dict[str, Any]:
@@ -178,50 +164,24 @@ def save_checkpoint(model: CLIP, path: str | os.PathLike, tokenizer: WordTokeniz
         metadata = json.loads(json.dumps(metadata, default=_plain))
     except (TypeError, ValueError) as err:
         raise ValueError(f"metadata: expected a JSON-serialisable dict (str, numbers, lists, dicts), got {err}") from err
-    weights_path, json_path = checkpoint_paths(path)
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-    tmp_weights = weights_path.with_name(weights_path.name + ".tmp")
-    tmp_json = json_path.with_name(json_path.name + ".tmp")
-    try:
-        weights_path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp_weights), metadata={"format": "pt", "clip_tutorial": f"{FORMAT} v{VERSION}"})
-        description = {
-            "format": FORMAT,
-            "version": VERSION,
-            "config": model.config.to_dict(),
-            "tokenizer": None if tokenizer is None else _tokenizer_description(tokenizer),
-            "metadata": metadata,
-            "sha256": sha256_file(tmp_weights),
-        }
-        tmp_json.write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp_weights, weights_path)
-        os.replace(tmp_json, json_path)
-    except OSError as err:
-        for tmp in (tmp_weights, tmp_json):
-            if tmp.parent.is_dir():
-                tmp.unlink(missing_ok=True)
-        raise PermissionError(
-            f"path: cannot write the checkpoint to folder '{weights_path.parent}' ({err.strerror or err}); "
-            "expected a writable folder"
-        ) from err
+    description = {
+        "config": model.config.to_dict(),
+        "tokenizer": None if tokenizer is None else _tokenizer_description(tokenizer),
+        "metadata": metadata,
+    }
+    weights_path, _ = storage.save_tensors(path, model.state_dict(), description, format=FORMAT, version=VERSION,
+                                           kind="checkpoint")
     return weights_path
 
 
 def read_description(json_path: Path) -> dict[str, Any]:
-    """The JSON description beside a checkpoint's weights, checked to be one of ours (format and version)."""
-    try:
-        description = json.loads(json_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"checkpoint file {json_path} is corrupted: expected JSON, got a parse error ({err})") from err
-    if not isinstance(description, dict) or description.get("format") != FORMAT:
-        found = description.get("format") if isinstance(description, dict) else type(description).__name__
-        raise ValueError(f"checkpoint file {json_path}: expected format {FORMAT!r}, got {found!r}")
-    if description.get("version") != VERSION:
-        raise ValueError(
-            f"checkpoint file {json_path}: expected version {VERSION}, got {description.get('version')!r} "
-            "(saved by another version of clip_tutorial?)"
-        )
-    missing = [key for key in ("config", "tokenizer", "metadata", "sha256") if key not in description]
+    """The JSON description beside a checkpoint's weights, checked to be one of ours (format, version, keys)."""
+    description = storage.read_description(json_path, expected_format=FORMAT, version=VERSION, kind="checkpoint")
+    return _check_keys(description, json_path)
+
+
+def _check_keys(description: dict[str, Any], json_path: Path) -> dict[str, Any]:
+    missing = [key for key in ("config", "tokenizer", "metadata") if key not in description]
     if missing:
         raise ValueError(f"checkpoint file {json_path}: expected the keys {missing}, which are missing")
     return description
@@ -259,16 +219,14 @@ def load_checkpoint(path: str | os.PathLike, config: CLIPConfig | None = None,
             not fit the model (missing or unexpected keys, wrong shapes).
     """
     weights_path, json_path = checkpoint_paths(path)
-    for label, file in (("weights file", weights_path), ("JSON description", json_path)):
-        if not file.is_file():
-            raise FileNotFoundError(f"path: checkpoint {str(path)!r} is incomplete: its {label} {file} is missing")
     if config is not None and not isinstance(config, CLIPConfig):
         raise TypeError(f"config: expected a CLIPConfig or None, got {type(config).__name__}")
     try:
         device = torch.device(map_location)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"map_location: expected a device such as 'cpu' or 'cuda', got {map_location!r}") from err
-    description = read_description(json_path)
+    state, description = storage.load_tensors(path, expected_format=FORMAT, version=VERSION, kind="checkpoint")
+    _check_keys(description, json_path)
     try:
         stored = CLIPConfig.from_dict(description["config"])
     except (TypeError, ValueError) as err:
@@ -277,16 +235,6 @@ def load_checkpoint(path: str | os.PathLike, config: CLIPConfig | None = None,
         differences = _config_differences(config, stored)
         if differences:
             raise ValueError("config: expected the checkpoint's config, got differing fields: " + "; ".join(differences))
-    digest = sha256_file(weights_path)
-    if digest != description["sha256"]:
-        raise ValueError(
-            f"checkpoint file {weights_path} is corrupted (sha256 mismatch: expected {description['sha256']}, "
-            f"got {digest}); save or download it again"
-        )
-    try:
-        state = load_file(str(weights_path), device="cpu")
-    except Exception as err:  # safetensors raises its own SafetensorError and others on bad bytes
-        raise ValueError(f"checkpoint file {weights_path} is corrupted: expected safetensors data, got {err}") from err
     model = CLIP(stored)
     check_state_dict(model.state_dict(), state, f"checkpoint file {weights_path}")
     float_dtypes = {t.dtype for t in state.values() if t.is_floating_point()}

@@ -1,9 +1,10 @@
 """OpenAI's released CLIP weights: download, verify, read safely, load into our model.
 
 :func:`load_pretrained` fetches one of the nine official models, checks the file's SHA-256,
-reads its tensors without running any code from it (:mod:`clip_tutorial.weights.torchscript`), loads them
-strictly into :class:`~clip_tutorial.model.CLIP` and returns the model together with the BPE
-tokenizer and the matching :class:`~clip_tutorial.data.preprocess.Preprocess`.
+reads its tensors without running any code from it (:func:`read_state_dict`, which
+:func:`clip_tutorial.weights.loader.load` uses for every weights file), loads them strictly into
+:class:`~clip_tutorial.model.CLIP` and returns the model together with the BPE tokenizer and the
+matching :class:`~clip_tutorial.data.preprocess.Preprocess` (:func:`bundle`).
 
 Explained in Chapter 4.
 """
@@ -21,14 +22,18 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .checkpoints import sha256_file
-from clip_tutorial.model import CLIP
+from clip_tutorial.core.storage import cache_dir, sha256_file
 from clip_tutorial.data.preprocess import Preprocess
-from clip_tutorial.core.storage import cache_dir
-from .torchscript import is_torchscript_archive, read_torchscript_state_dict
+from clip_tutorial.model import CLIP
+from clip_tutorial.model.config import CONFIGS
+from clip_tutorial.text.bpe import BPETokenizer
+from clip_tutorial.text.tokenizer import BaseTokenizer
+from .convert import from_openai_state_dict
+from .torchscript import UnsafeArchiveError, is_torchscript_archive, read_torchscript_state_dict
 
-__all__ = ["PretrainedSource", "PRETRAINED", "Pretrained", "PretrainedUnavailableError", "ChecksumError",
-           "list_pretrained", "cached_path", "download_verified", "read_state_dict", "load_pretrained"]
+__all__ = ["PretrainedSource", "PRETRAINED", "LoadedCLIP", "Pretrained", "PretrainedUnavailableError", "ChecksumError",
+           "list_pretrained", "cached_path", "download_verified", "read_state_dict", "clip_tokenizer", "bundle",
+           "load_pretrained"]
 
 _OPENAI = "https://openaipublic.azureedge.net/clip/models"
 _CHUNK = 1 << 20
@@ -118,12 +123,37 @@ class ChecksumError(RuntimeError):
     """A downloaded file's SHA-256 differs from the published one; the file was deleted."""
 
 
-class Pretrained(NamedTuple):
-    """What :func:`load_pretrained` returns: unpack it as ``model, tokenizer, preprocess``."""
+class LoadedCLIP(NamedTuple):
+    """A model ready to use: unpack it as ``model, tokenizer, preprocess``.
+
+    What :func:`load_pretrained` and :func:`clip_tutorial.weights.loader.load` return.
+    ``tokenizer`` turns captions into the ids the model embeds; ``preprocess`` turns images (PIL or
+    uint8 arrays) into the normalised tensors the model sees.
+    """
 
     model: CLIP
     tokenizer: Any
     preprocess: Preprocess
+
+
+#: The name :func:`load_pretrained`'s result had first.
+Pretrained = LoadedCLIP
+
+
+def clip_tokenizer(model: CLIP) -> BPETokenizer:
+    """CLIP's BPE tokenizer at ``model``'s context length: what OpenAI's, open_clip's and Hugging Face's CLIPs read."""
+    return BPETokenizer(context_length=model.config.context_length)
+
+
+def bundle(model: CLIP, tokenizer: BaseTokenizer | None) -> LoadedCLIP:
+    """``model`` with ``tokenizer`` and CLIP's preprocessing at the model's resolution.
+
+    The one place a loaded model is paired with its preprocessing: OpenAI's resize, crop and
+    normalisation (:class:`~clip_tutorial.data.preprocess.Preprocess`), which for a ShapesWorld model's
+    square images at its own resolution is just the package's normalisation
+    (:func:`~clip_tutorial.data.normalize_images`). Explained in Chapter 4.
+    """
+    return LoadedCLIP(model, tokenizer, Preprocess(model.config.image_resolution))
 
 
 def list_pretrained() -> list[str]:
@@ -204,21 +234,39 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     TorchScript archives (OpenAI's ``.pt`` files) go through
     :func:`~clip_tutorial.weights.torchscript.read_torchscript_state_dict`, ``.safetensors`` files through
-    ``safetensors``, and plain pickled state dicts through ``torch.load(weights_only=True)``.
+    ``safetensors``, and plain pickled state dicts through ``torch.load(weights_only=True)``; a
+    training checkpoint's ``"state_dict"`` entry is taken from it.
+
+    Raises:
+        FileNotFoundError: if there is no file at ``path``.
+        ValueError: if the file is none of these, or truncated or corrupted; the message names it.
+        UnsafeArchiveError: if a TorchScript archive's pickle asks for anything but tensors.
     """
     path = Path(path)
+    if not path.is_file():
+        found = "is a folder" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"path: expected a weights file, but {path} {found}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors raises its own SafetensorError on bad bytes
+            raise ValueError(f"path: expected safetensors data in {path}, but it is truncated or corrupted "
+                             f"({error})") from error
     if is_torchscript_archive(path):
-        return read_torchscript_state_dict(path)
+        try:
+            return read_torchscript_state_dict(path)
+        except UnsafeArchiveError as error:
+            raise UnsafeArchiveError(f"{path}: {error}") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # weights_only refuses anything but tensors and containers
         kind = "zip" if zipfile.is_zipfile(path) else "file"
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         raise ValueError(f"path: expected a TorchScript archive, a torch.save state dict or a .safetensors file; "
-                         f"{path} is a {kind} that torch.load(weights_only=True) refuses: {error}") from error
+                         f"{path} is a {kind} that torch.load(weights_only=True) refuses (truncated, another format, "
+                         f"or objects other than tensors): {reason}") from error
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
         raise ValueError(f"path: expected a state dict in {path}, got {type(state).__name__}")
@@ -251,22 +299,8 @@ def _hf_download(repo: str, timeout: float, root: Path) -> Path:
     return path
 
 
-def _build(state_dict: dict[str, torch.Tensor], name: str) -> CLIP:
-    """Our model from an OpenAI state dict, strictly, in float32.
-
-    TorchScript cannot mark a buffer non-persistent, so an archive saved from *our* model carries the
-    causal ``attn_mask``; it is rebuilt by the model and dropped here. OpenAI's files have none.
-    """
-    from .convert import from_openai_state_dict
-    from clip_tutorial.model.config import CONFIGS
-
-    state_dict = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()
-                  if k.rsplit(".", 1)[-1] != "attn_mask"}
-    return from_openai_state_dict(state_dict, CONFIGS.get(name))
-
-
 def load_pretrained(name: str, source: str = "openai", device: torch.device | str | None = None,
-                    timeout: float = 10.0, cache: str | os.PathLike | None = None) -> Pretrained:
+                    timeout: float = 10.0, cache: str | os.PathLike | None = None) -> LoadedCLIP:
     """OpenAI's official CLIP ``name`` as our model (float32, eval mode), with its tokenizer and preprocessing.
 
     Args:
@@ -282,7 +316,7 @@ def load_pretrained(name: str, source: str = "openai", device: torch.device | st
             ``openai/`` subfolder (place a file there by hand to use it offline), the hub's to ``hf/``.
 
     Returns:
-        ``Pretrained(model, tokenizer, preprocess)``: unpack it as ``model, tokenizer, preprocess``.
+        ``LoadedCLIP(model, tokenizer, preprocess)``: unpack it as ``model, tokenizer, preprocess``.
 
     Raises:
         ValueError: for an unknown ``name`` or ``source``.
@@ -301,8 +335,6 @@ def load_pretrained(name: str, source: str = "openai", device: torch.device | st
         path = download_verified(entry.url, cached_path(name, root), entry.sha256, timeout)
     else:
         path = _hf_download(entry.hf_repo, timeout, root)
-    model = _build(read_state_dict(path), name).to(device or "cpu").eval()
-    from clip_tutorial.text.bpe import BPETokenizer
-
-    tokenizer = BPETokenizer(context_length=model.config.context_length)
-    return Pretrained(model, tokenizer, Preprocess(model.config.image_resolution))
+    # The names are CONFIGS' own (the book's "tiny" too, which tests serve as a download).
+    model = from_openai_state_dict(read_state_dict(path), CONFIGS.get(name)).to(device or "cpu").eval()
+    return bundle(model, clip_tokenizer(model))

@@ -215,6 +215,10 @@ def test_probes_reject_bad_input(tiny):
         multiple_choice_probe(model, tokenizer, pixels, [["a", "b"], ["a", "b"]], [0, 2])
     with pytest.raises(TypeError, match="images"):
         multiple_choice_probe(model, tokenizer, pixels.int(), [["a", "b"], ["a", "b"]], [0, 1])
+    with pytest.raises(ValueError, match=r"images: expected a tensor \(N, 3, H, W\)"):
+        multiple_choice_probe(model, tokenizer, pixels[:, :1], [["a", "b"], ["a", "b"]], [0, 1])
+    with pytest.raises(TypeError, match="distractors: expected True or False"):
+        counting_probe(model, tokenizer, distractors=1)
     with pytest.raises(ValueError, match="labels"):
         multiple_choice_probe(model, tokenizer, pixels, [["a", "b"], ["a", "b"]], [])
     with pytest.raises(ValueError, match="groups"):
