@@ -43,6 +43,7 @@ _NAMES: dict[str, str] = {
     **dict.fromkeys(["recall_at_k", "retrieval_metrics"], "evaluation.retrieval"),
     **dict.fromkeys(["load_checkpoint", "save_checkpoint"], "weights.checkpoints"),
     **dict.fromkeys(["PretrainedUnavailableError", "list_pretrained", "load_pretrained"], "weights.pretrained"),
+    **dict.fromkeys(["load", "LoadedCLIP"], "weights.loader"),
     **dict.fromkeys(["History", "TrainConfig", "train_clip"], "train.loop"),
     **dict.fromkeys(["RECIPES", "TrainedCLIP", "train_recipe"], "train.recipes"),
     **dict.fromkeys(["list_shipped", "load_shipped", "load_or_train"], "train.shipped"),

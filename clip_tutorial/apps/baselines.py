@@ -12,7 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from clip_tutorial.core.checks import check_positive_int, check_tensor, check_type
-from clip_tutorial.train.loop import TrainConfig, lr_at, param_groups
+from clip_tutorial.train.config import TrainConfig, lr_at, param_groups
 
 __all__ = ["FixedClassCNN", "train_classifier", "classifier_accuracy"]
 

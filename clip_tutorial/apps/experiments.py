@@ -25,7 +25,8 @@ from clip_tutorial.objectives.loss import caption_positives
 from clip_tutorial.model import CLIP, CLIPConfig
 from clip_tutorial.train.recipes import get_recipe, evaluate_zero_shot, make_tokenizer
 from clip_tutorial.text.tokenizer import WordTokenizer
-from clip_tutorial.train.loop import History, TrainConfig, train_clip
+from clip_tutorial.train.config import History, TrainConfig
+from clip_tutorial.train.loop import train_clip
 
 __all__ = ["ExperimentData", "ShortRun", "make_experiment_data", "run_short", "sweep", "duplicate_loss_floor",
            "expected_duplicate_floor"]

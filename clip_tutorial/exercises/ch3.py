@@ -26,7 +26,7 @@ from clip_tutorial.data import COLOURS, SHAPES
 from clip_tutorial.objectives.loss import clip_loss
 from clip_tutorial.model import MAX_LOGIT_SCALE
 from clip_tutorial.evaluation.retrieval import recall_at_k
-from clip_tutorial.train.loop import TrainConfig, lr_at
+from clip_tutorial.train.config import TrainConfig, lr_at
 from .core import CheckResult, Hint, as_number, ensure_callable, finish_check, one_thread, run_check
 from .predict import check_choice, check_estimate
 from .registry import Exercise

@@ -24,7 +24,8 @@ from clip_tutorial.data import ShapesWorld, class_names, heldout_combinations, v
 from clip_tutorial.model import CLIP, CLIPConfig
 from clip_tutorial.text.tokenizer import WordTokenizer
 from clip_tutorial.evaluation.zeroshot import build_zero_shot_classifier, zero_shot_accuracy
-from .loop import History, TrainConfig, train_clip
+from .config import History, TrainConfig
+from .loop import train_clip
 
 __all__ = ["Recipe", "RECIPES", "TrainedCLIP", "get_recipe", "make_tokenizer", "evaluate_zero_shot",
            "train_recipe", "EVAL_N", "EVAL_SEED"]

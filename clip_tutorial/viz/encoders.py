@@ -20,7 +20,7 @@ from matplotlib.patches import Rectangle
 
 from clip_tutorial.core.checks import check_positive_int
 from clip_tutorial.data import MEAN, STD
-from .plots import _FONTSIZE, PAGE_WIDTH, _as_array, _wrap_to_width, to_display_images
+from .layout import FONTSIZE, PAGE_WIDTH, as_array, to_display_images, wrap_to_width
 
 __all__ = ["show_patches", "plot_position_similarity", "show_attention_maps"]
 
@@ -88,8 +88,8 @@ def show_patches(image: Any, patch_size: int, title: str | None = None, normaliz
     for k in range(1, rows):
         ax.axhline(k * patch_size - 0.5, color="white", linewidth=1.5)
     panel = 72 * PAGE_WIDTH / 2 - 12  # points of width per panel title
-    ax.set_title(_wrap_to_width(f"{height} x {width} pixels, {rows} x {cols} patches", panel, _FONTSIZE + 1),
-                 fontsize=_FONTSIZE + 1)
+    ax.set_title(wrap_to_width(f"{height} x {width} pixels, {rows} x {cols} patches", panel, FONTSIZE + 1),
+                 fontsize=FONTSIZE + 1)
     ax.set(xlabel="x (pixels)", ylabel="y (pixels)")
     tiles = picture.reshape(rows, patch_size, cols, patch_size, 3).transpose(0, 2, 1, 3, 4)
     gap = max(1, patch_size // 4)
@@ -100,11 +100,11 @@ def show_patches(image: Any, patch_size: int, title: str | None = None, normaliz
         apart.add_patch(Rectangle((c * (patch_size + gap) - 0.5, r * (patch_size + gap) - 0.5), patch_size, patch_size,
                                   fill=False, edgecolor="0.3", linewidth=0.8))
         if every or c == 0:  # on a finer grid, the first patch of each row only
-            apart.text(c * (patch_size + gap), r * (patch_size + gap), str(index), fontsize=_FONTSIZE, va="top",
+            apart.text(c * (patch_size + gap), r * (patch_size + gap), str(index), fontsize=FONTSIZE, va="top",
                        ha="left", color="black", bbox={"facecolor": "white", "alpha": 0.7, "pad": 0.5, "linewidth": 0})
     numbered = "numbered in reading order" if every else "in reading order, each row's first numbered"
     apart.set(xticks=[], yticks=[])
-    apart.set_title(_wrap_to_width(f"the {rows * cols} patches, {numbered}", panel, _FONTSIZE + 1), fontsize=_FONTSIZE + 1)
+    apart.set_title(wrap_to_width(f"the {rows * cols} patches, {numbered}", panel, FONTSIZE + 1), fontsize=FONTSIZE + 1)
     apart.spines[:].set_visible(False)
     fig.suptitle(title or f"Cutting an image into {patch_size} x {patch_size} patches")
     return fig
@@ -135,7 +135,7 @@ def plot_position_similarity(similarity: Any, title: str = "Cosine similarity of
     Raises:
         ValueError: if ``similarity`` is not square or P is not a square number.
     """
-    sim = _as_array(similarity, "similarity").astype(float)
+    sim = as_array(similarity, "similarity").astype(float)
     if sim.ndim != 2 or sim.shape[0] != sim.shape[1]:
         raise ValueError(f"similarity: expected a square (P, P) matrix, got shape {sim.shape}")
     grid = _square_side(sim.shape[0], "similarity")
@@ -180,7 +180,7 @@ def show_attention_maps(images: Any, attention: Any, captions: Sequence[str] | N
             square number.
     """
     pictures = to_display_images(images, normalized=normalized)
-    weights = _as_array(attention, "attention").astype(float)
+    weights = as_array(attention, "attention").astype(float)
     if weights.ndim != 2 or weights.shape[0] != len(pictures):
         raise ValueError(f"attention: expected shape ({len(pictures)}, patches), one row per image, got {weights.shape}")
     grid = _square_side(weights.shape[1], "attention")
@@ -188,17 +188,17 @@ def show_attention_maps(images: Any, attention: Any, captions: Sequence[str] | N
         raise ValueError(f"captions: expected one caption per image ({len(pictures)}), got {captions!r}")
     n = len(pictures)
     cell = min(1.6, (PAGE_WIDTH - 1.2) / n)  # inches per image; the colour bar takes the rest of the page
-    labels = ([_wrap_to_width(str(c), 72 * cell - 6, _FONTSIZE) for c in captions] if captions is not None
+    labels = ([wrap_to_width(str(c), 72 * cell - 6, FONTSIZE) for c in captions] if captions is not None
               else [f"image {i}" for i in range(n)])
     lines = max(label.count("\n") + 1 for label in labels)
     fig, axes = plt.subplots(2, n, squeeze=False, layout="constrained",
-                             figsize=(n * cell + 1.2, 2 * cell + lines * 1.25 * _FONTSIZE / 72 + 0.6))
+                             figsize=(n * cell + 1.2, 2 * cell + lines * 1.25 * FONTSIZE / 72 + 0.6))
     mesh = None
     for i, picture in enumerate(pictures):
         height, width = picture.shape[:2]
         axes[0, i].imshow(picture, interpolation="nearest")
         axes[0, i].set(xticks=[], yticks=[])
-        axes[0, i].set_title(labels[i], fontsize=_FONTSIZE)
+        axes[0, i].set_title(labels[i], fontsize=FONTSIZE)
         axes[1, i].imshow(picture * 0.5, interpolation="nearest")
         mesh = axes[1, i].imshow(weights[i].reshape(grid, grid), cmap="inferno", alpha=alpha, vmin=0.0,
                                  vmax=float(weights.max()), extent=(-0.5, width - 0.5, height - 0.5, -0.5),

@@ -21,170 +21,20 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
-from matplotlib.textpath import TextToPath
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from clip_tutorial.core.checks import check_int, check_number, check_positive_int, check_type
 
-__all__ = ["PAGE_WIDTH", "MIN_FONTSIZE", "MAX_COLUMNS", "legible_fontsize",
-           "to_display_images", "show_images", "plot_similarity", "plot_history", "plot_accuracy_bars"]
-
 from clip_tutorial.data import MEAN, STD  # CLIP's per-channel pixel statistics
+from .layout import (FONTSIZE, MAX_COLUMNS, MIN_FONTSIZE, PAGE_WIDTH, as_array, legible_fontsize, text_width,
+                     to_display_images, wrap_to_width)
 
-#: Width of the book's text column, in inches at the notebooks' 100 dpi (about 750 pixels). A wider
-#: figure is shown shrunk to this width, and its text shrinks with it.
-PAGE_WIDTH = 7.5
-#: The smallest font size, in points as the figure is displayed, of the text in the book's figures.
-MIN_FONTSIZE = 8.5
-#: The most images :func:`show_images` puts in one row: eight fill the column with images about
-#: 90 pixels wide, which leaves room for a caption of a dozen characters per line.
-MAX_COLUMNS = 8
-
-_FONTSIZE = 9.0  # the grids' text size, in points as displayed
-_TEXT_TO_PATH = TextToPath()  # measures text without drawing it
-
-
-def legible_fontsize(fig_width: float, size: float = _FONTSIZE) -> float:
-    """The font size to give text in a figure ``fig_width`` inches wide so that it shows at ``size`` points.
-
-    A figure wider than :data:`PAGE_WIDTH` is displayed shrunk by ``PAGE_WIDTH / fig_width``, so
-    its text has to be written that much larger; a narrower figure is displayed as it is.
-
-    Explained in Chapter 1.
-
-    Args:
-        fig_width: the figure's width in inches (``fig.get_figwidth()``).
-        size: the size, in points, that the text should have on the page (at least
-            :data:`MIN_FONTSIZE` for the book's figures).
-
-    Raises:
-        TypeError: if ``fig_width`` or ``size`` is not a number.
-        ValueError: if ``fig_width`` or ``size`` is not positive and finite.
-    """
-    values = []
-    for name, value in (("fig_width", fig_width), ("size", size)):
-        values.append(check_number(name, value))
-        if not values[-1] > 0:
-            raise ValueError(f"{name}: expected a positive number, got {value!r}")
-    fig_width, size = values
-    return size * max(1.0, fig_width / PAGE_WIDTH)
-
-
-def _text_width(text: str, fontsize: float) -> float:
-    """Width, in points, of one line of ``text`` in the default font at ``fontsize``."""
-    if not text:
-        return 0.0
-    return _TEXT_TO_PATH.get_text_width_height_descent(text, FontProperties(size=fontsize), ismath=False)[0]
-
-
-def _wrap_to_width(text: str, width_pt: float, fontsize: float, max_chars: int | None = None) -> str:
-    """``text`` with line breaks so that no line is wider than ``width_pt`` points (nor ``max_chars`` long).
-
-    Lines break at ordinary spaces only, so a caller keeps a phrase together with non-breaking
-    spaces; line breaks already in ``text`` are kept. A word wider than the width on its own is
-    cut between characters.
-    """
-    space = _text_width("a a", fontsize) - 2 * _text_width("a", fontsize)
-    out = []
-    for paragraph in str(text).split("\n"):
-        lines: list[str] = []
-        line, line_width = "", 0.0
-        for word in paragraph.split(" "):
-            if not word:
-                continue
-            word_width = _text_width(word, fontsize)
-            while word_width > width_pt and len(word) > 1:  # cut a word too wide for any line
-                cut = len(word) - 1
-                while cut > 1 and _text_width(word[:cut], fontsize) > width_pt:
-                    cut -= 1
-                if line:
-                    lines.append(line)
-                lines.append(word[:cut])
-                line, line_width = "", 0.0
-                word = word[cut:]
-                word_width = _text_width(word, fontsize)
-            fits = line_width + space + word_width <= width_pt
-            short = max_chars is None or len(line) + 1 + len(word) <= max_chars
-            if line and fits and short:
-                line, line_width = f"{line} {word}", line_width + space + word_width
-            else:
-                if line:
-                    lines.append(line)
-                line, line_width = word, word_width
-        lines.append(line)
-        out.append("\n".join(lines))
-    return "\n".join(out)
-
-
-def _as_array(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().to("cpu").numpy()
-    if isinstance(x, np.ndarray):
-        return x
-    try:
-        if isinstance(x, Sequence) and not isinstance(x, str):
-            return np.asarray(x, dtype=float)
-    except (TypeError, ValueError) as err:
-        raise TypeError(f"{name}: expected numbers, got a sequence that is not numeric ({err})") from err
-    raise TypeError(f"{name}: expected a torch.Tensor, a numpy array or a list, got {type(x).__name__}")
-
-
-def to_display_images(images: Any, normalized: bool = False, mean: Sequence[float] = MEAN,
-                      std: Sequence[float] = STD) -> list[np.ndarray]:
-    """Convert images to a list of float RGB arrays (H, W, 3) in [0, 1], ready for ``imshow``.
-
-    Explained in Chapter 1.
-
-    Args:
-        images: a uint8 or float tensor/array (N, 3, H, W), (N, H, W, 3) or one image (3, H, W);
-            one-channel images are repeated to grey RGB. A list of PIL images is accepted too.
-        normalized: the float pixels were normalised with ``mean`` and ``std``; undo that.
-        mean: per-channel mean used for the normalisation.
-        std: per-channel standard deviation used for the normalisation.
-
-    Raises:
-        TypeError: if ``images`` is not an image batch or its dtype is neither uint8 nor float.
-        ValueError: if the shape is not an image batch, the batch is empty, or float pixels lie
-            outside [0, 1] although ``normalized`` is False.
-    """
-    if isinstance(images, Sequence) and len(images) and all(hasattr(im, "convert") for im in images):
-        return [np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images]  # PIL images
-    if isinstance(images, Sequence) and len(images) and all(isinstance(im, torch.Tensor) for im in images):
-        images = torch.stack(list(images))
-    arr = _as_array(images, "images")
-    if arr.ndim == 3:
-        arr = arr[None]
-    if arr.ndim != 4 or arr.shape[0] == 0 or not ({arr.shape[1], arr.shape[-1]} & {1, 3}):
-        raise ValueError(f"images: expected a non-empty batch of shape (N, 3, H, W) or (N, H, W, 3), got {arr.shape}")
-    if arr.shape[1] not in (1, 3):
-        arr = arr.transpose(0, 3, 1, 2)  # channels last -> channels first
-    if arr.shape[1] == 1:
-        arr = np.repeat(arr, 3, axis=1)
-    if arr.dtype == np.uint8:
-        arr = arr.astype(np.float32) / 255.0
-    elif np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
-        if normalized:
-            m, s = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
-            if m.shape != (3,) or s.shape != (3,):
-                raise ValueError(f"mean, std: expected 3 values each, got {len(m.ravel())} and {len(s.ravel())}")
-            arr = arr * s[None, :, None, None] + m[None, :, None, None]
-        elif arr.min() < -1e-3 or arr.max() > 1 + 1e-3:
-            raise ValueError(
-                f"images: expected float pixels in [0, 1], got values in [{arr.min():.2f}, {arr.max():.2f}]; "
-                "pass normalized=True if they were normalised with the CLIP mean and std"
-            )
-    else:
-        raise TypeError(f"images: expected dtype uint8 or float, got {arr.dtype}")
-    return list(np.clip(arr, 0.0, 1.0).transpose(0, 2, 3, 1))
-
+__all__ = ["show_images", "plot_similarity", "plot_history", "plot_accuracy_bars"]
 
 def show_images(images: Any, captions: Sequence[str] | None = None, ncols: int = 8, title: str | None = None,
                 normalized: bool = False, mean: Sequence[float] = MEAN, std: Sequence[float] = STD,
-                wrap: int | None = None, fontsize: float = _FONTSIZE) -> Figure:
+                wrap: int | None = None, fontsize: float = FONTSIZE) -> Figure:
     """A grid of images, each with its caption wrapped underneath, sized to be legible on the page.
 
     The grid is at most :data:`PAGE_WIDTH` inches wide, so it is displayed at its own size and its
@@ -235,19 +85,19 @@ def show_images(images: Any, captions: Sequence[str] | None = None, ncols: int =
     # The longest unbreakable piece of a caption sets a floor on the width of an image: fewer
     # columns rather than words cut in two.
     pieces = [word for c in (captions or []) for line in str(c).split("\n") for word in line.split(" ") if word]
-    widest = max((_text_width(word, fontsize) for word in set(pieces)), default=0.0)
+    widest = max((text_width(word, fontsize) for word in set(pieces)), default=0.0)
     while ncols > 1 and widest > room(ncols):
         ncols -= 1
     ncols = math.ceil(n / math.ceil(n / ncols))  # the same number of rows, filled evenly
     nrows = math.ceil(n / ncols)
     cell = min(1.6, PAGE_WIDTH / ncols)  # inches per image; the grid never outgrows the page
-    wrapped = [_wrap_to_width(c, room(ncols), fontsize, wrap) for c in captions] if captions is not None else []
+    wrapped = [wrap_to_width(c, room(ncols), fontsize, wrap) for c in captions] if captions is not None else []
     side = cell - 0.1  # constrained layout keeps a small gap around each image
     heights = []  # of each row: the image and its tallest caption
     for row in range(nrows):
         lines = max((w.count("\n") + 1 for w in wrapped[row * ncols:(row + 1) * ncols]), default=0)
         heights.append(side + 0.1 + (lines * 1.2 * fontsize / 72 + 0.05 if lines else 0.0))
-    title_text = _wrap_to_width(title, 72 * ncols * cell - 8, fontsize + 2) if title else ""
+    title_text = wrap_to_width(title, 72 * ncols * cell - 8, fontsize + 2) if title else ""
     title_height = (title_text.count("\n") + 1) * 1.3 * (fontsize + 2) / 72 + 0.08 if title else 0.0
     fig, axes = plt.subplots(nrows, ncols, squeeze=False, layout="constrained", height_ratios=heights,
                              figsize=(ncols * cell, sum(heights) + title_height))
@@ -298,7 +148,7 @@ def plot_similarity(similarity: Any, row_labels: Sequence[str] | None = None, co
         ValueError: if ``similarity`` is not a non-empty 2-D matrix or the labels or thumbnails do
             not match its size.
     """
-    sim = _as_array(similarity, "similarity").astype(float)
+    sim = as_array(similarity, "similarity").astype(float)
     if sim.ndim != 2 or 0 in sim.shape:
         raise ValueError(f"similarity: expected a non-empty 2-D (rows, cols) matrix, got shape {sim.shape}")
     if images_along not in ("rows", "cols"):
@@ -315,9 +165,9 @@ def plot_similarity(similarity: Any, row_labels: Sequence[str] | None = None, co
     if thumbs is not None and len(thumbs) != along:
         raise ValueError(f"images: expected {along} thumbnails, one per {images_along[:-1]}, got {len(thumbs)}")
     annotate = annotate if annotate is not None else max(rows, cols) <= 12
-    font = _FONTSIZE
-    row_text = [_wrap_to_width(textwrap.shorten(x, 60), 72 * 2.0, font) for x in labels[0]]
-    label_width = max(max(_text_width(line, font) for line in x.split("\n")) for x in row_text) / 72
+    font = FONTSIZE
+    row_text = [wrap_to_width(textwrap.shorten(x, 60), 72 * 2.0, font) for x in labels[0]]
+    label_width = max(max(text_width(line, font) for line in x.split("\n")) for x in row_text) / 72
     # Only the width is bounded (a wider figure is shrunk on the page); the height may grow.
     # Cells are square when thumbnails are drawn, so that the thumbnails are not distorted.
     extra = 1.1 if thumbs is not None else 0.0
@@ -330,12 +180,12 @@ def plot_similarity(similarity: Any, row_labels: Sequence[str] | None = None, co
     # Column labels are written across when their words fit the cell, otherwise upright.
     room = 72 * cell_width - 4
     col_words = [word for x in labels[1] for word in textwrap.shorten(x, 60).split()]
-    upright = any(_text_width(word, font) > room for word in col_words)
+    upright = any(text_width(word, font) > room for word in col_words)
     col_text = ([textwrap.shorten(x, 60) for x in labels[1]] if upright
-                else [_wrap_to_width(textwrap.shorten(x, 60), room, font) for x in labels[1]])
+                else [wrap_to_width(textwrap.shorten(x, 60), room, font) for x in labels[1]])
     if not upright and max(x.count("\n") + 1 for x in col_text) > 5:
         upright, col_text = True, [textwrap.shorten(x, 60) for x in labels[1]]
-    col_height = (max(_text_width(x, font) for x in col_text) / 72 if upright
+    col_height = (max(text_width(x, font) for x in col_text) / 72 if upright
                   else max(x.count("\n") + 1 for x in col_text) * 1.2 * font / 72)
     width = across * cell_width + fixed
     height = down * cell_height + col_height + 0.9
@@ -432,7 +282,7 @@ def plot_history(history: Any, keys: Sequence[str] | None = None, title: str = "
             ax.lines[-1].set_alpha(0.35)
             ax.plot(steps[smooth - 1:], np.convolve(y, kernel, mode="valid"), label=f"{key} (mean of {smooth})")
             # under the axes, where it cannot cover the curves
-            ax.legend(fontsize=_FONTSIZE, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+            ax.legend(fontsize=FONTSIZE, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
         finite = y[np.isfinite(y)]
         if "loss" in key and finite.size and finite.min() > 0:
             ax.set_yscale("log")
@@ -440,10 +290,10 @@ def plot_history(history: Any, keys: Sequence[str] | None = None, title: str = "
             ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(key, fontsize=_FONTSIZE + 1)
-        ax.set_xlabel("step", fontsize=_FONTSIZE)
-        ax.set_ylabel(key, fontsize=_FONTSIZE)
-        ax.tick_params(labelsize=_FONTSIZE)
+        ax.set_title(key, fontsize=FONTSIZE + 1)
+        ax.set_xlabel("step", fontsize=FONTSIZE)
+        ax.set_ylabel(key, fontsize=FONTSIZE)
+        ax.tick_params(labelsize=FONTSIZE)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return fig
@@ -483,21 +333,21 @@ def plot_accuracy_bars(named_values: Mapping[str, float], title: str = "Accuracy
             raise ValueError(f"named_values: expected a finite number for {name!r}, got {values[-1]}")
     fractions = all(0.0 <= v <= 1.0 for v in values) and (chance is None or 0.0 <= chance <= 1.0)
     fmt = fmt or ("{:.1%}" if fractions else "{:.3g}")
-    widest = max(_text_width(line, _FONTSIZE) for n in names for line in n.split("\n")) / 72
+    widest = max(text_width(line, FONTSIZE) for n in names for line in n.split("\n")) / 72
     # wide enough for the bar labels to stand side by side, if the page allows it
     width = min(PAGE_WIDTH, max(3.5, 1.1 * len(names) + 1.5, len(names) * (widest + 0.2) + 0.9))
     fig, ax = plt.subplots(figsize=(width, 3.5), layout="constrained")
     bars = ax.bar(names, values, color=[f"C{i % 10}" for i in range(len(names))])
-    ax.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2, fontsize=_FONTSIZE)
+    ax.bar_label(bars, labels=[fmt.format(v) for v in values], padding=2, fontsize=FONTSIZE)
     if chance is not None:
         ax.axhline(float(chance), color="grey", linestyle="--", label=f"chance ({fmt.format(chance)})")
         # beside the axes, where it cannot cover a bar or its value
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=_FONTSIZE, borderaxespad=0.0)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=FONTSIZE, borderaxespad=0.0)
     if fractions:
         ax.set_ylim(0, 1.12)
         ax.set_yticks(np.linspace(0, 1, 6))
     ax.set(title=title, ylabel=ylabel, xlabel=xlabel or "")
-    ax.tick_params(labelsize=_FONTSIZE)
+    ax.tick_params(labelsize=FONTSIZE)
     if widest + 0.1 > (width - 0.9) / len(names):  # no room side by side: tilt the labels
         ax.tick_params(axis="x", labelrotation=20)
         for label in ax.get_xticklabels():

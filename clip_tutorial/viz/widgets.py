@@ -28,7 +28,7 @@ from clip_tutorial.apps.search import EmbeddingIndex, SearchResult
 from clip_tutorial.core.checks import check_callable, check_int, check_number, check_tensor, check_type, describe
 from clip_tutorial.evaluation.zeroshot import encode_images, encode_texts
 from clip_tutorial.model import CLIP, check_clip
-from .plots import to_display_images
+from .layout import to_display_images
 
 __all__ = ["text_to_image_search", "search_figure", "search_box", "figure_png"]
 
