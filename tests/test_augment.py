@@ -118,7 +118,7 @@ def test_pil_path_crops_and_resizes_like_pil_on_the_same_box():
 @pytest.mark.parametrize("call, message", [
     (lambda: random_resized_crop([1, 2, 3]), "images: expected a uint8 or floating-point tensor"),
     (lambda: random_resized_crop(torch.zeros(3, 8, 8, dtype=torch.long)), "images: expected a uint8"),
-    (lambda: random_resized_crop(torch.zeros(3, 8, 8)), r"images: expected a non-empty batch of shape \(N, C, H, W\)"),
+    (lambda: random_resized_crop(torch.zeros(3, 8, 8)), r"images: expected a batch of shape \(N, C, H, W\), got a tensor of shape \(3, 8, 8\)"),
     (lambda: random_resized_crop(torch.zeros(1, 3, 8, 9)), "size: expected an int for non-square images"),
     (lambda: random_resized_crop(torch.zeros(1, 3, 8, 8), 0), "size: expected a positive int"),
     (lambda: random_resized_crop(torch.zeros(1, 3, 8, 8), scale=(0.5, 1.5)), r"scale: expected 0 < low <= high <= 1.0"),

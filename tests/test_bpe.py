@@ -177,8 +177,8 @@ def test_bad_inputs_raise_clear_errors(ours):
         ours(None)
     with pytest.raises(ValueError, match="texts"):
         ours([])
-    for bad in (1, 0, -5, 2.5, True):
-        with pytest.raises(ValueError, match="context_length"):
+    for bad, error in ((1, ValueError), (0, ValueError), (-5, ValueError), (2.5, TypeError), (True, TypeError)):
+        with pytest.raises(error, match="context_length"):
             ours("a", context_length=bad)
     with pytest.raises(ValueError, match="ids"):
         ours.decode([49408])

@@ -233,9 +233,11 @@ def test_caption_positives_marks_identical_captions():
     positives = caption_positives(["a red circle", "a blue star", "a red circle", "a red  circle"])
     expected = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool)
     assert torch.equal(positives, expected)
-    for bad in ("a red circle", [], ["a", 3], None):
+    for bad in ("a red circle", ["a", 3], None):
         with pytest.raises(TypeError, match="captions"):
             caption_positives(bad)
+    with pytest.raises(ValueError, match="captions"):
+        caption_positives([])
 
 
 def naive_multi_positive(logits: torch.Tensor, positives: torch.Tensor) -> float:

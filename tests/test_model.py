@@ -542,9 +542,10 @@ def test_forward_checks_both_inputs(small_model):
     "embed_dim", "image_resolution", "vision_layers", "vision_width", "vision_patch_size", "context_length",
     "vocab_size", "transformer_width", "transformer_heads", "transformer_layers",
 ])
-@pytest.mark.parametrize("value", [0, -8, 1.5, True, "8"])
-def test_config_rejects_non_positive_int_fields(field, value):
-    with pytest.raises(ValueError, match=field):
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-8, ValueError), (1.5, TypeError), (True, TypeError),
+                                          ("8", TypeError)])
+def test_config_rejects_non_positive_int_fields(field, value, error):
+    with pytest.raises(error, match=rf"^CLIPConfig\.{field}: expected a"):
         CLIPConfig(**{field: value})
 
 
@@ -560,10 +561,10 @@ def test_config_width_must_be_divisible_by_heads():
         CLIPConfig(transformer_width=64, transformer_heads=3)
 
 
-@pytest.mark.parametrize("value", [0, -2, 1.5, True])
-def test_config_rejects_bad_vision_heads(value):
+@pytest.mark.parametrize("value, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_config_rejects_bad_vision_heads(value, error):
     # None means "width // 64"; anything else must be a positive int (0 used to divide by zero).
-    with pytest.raises(ValueError, match="vision_heads"):
+    with pytest.raises(error, match="vision_heads"):
         CLIPConfig(vision_width=64, vision_heads=value)
 
 

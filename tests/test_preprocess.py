@@ -156,9 +156,10 @@ def test_bad_images_get_clear_errors(bad, error, words):
     assert words in str(info.value)
 
 
-@pytest.mark.parametrize("resolution", [0, -1, 22.5, True, "224"])
-def test_bad_resolution(resolution):
-    with pytest.raises(ValueError, match="resolution: expected a positive int"):
+@pytest.mark.parametrize("resolution, error", [(0, ValueError), (-1, ValueError), (22.5, TypeError),
+                                               (True, TypeError), ("224", TypeError)])
+def test_bad_resolution(resolution, error):
+    with pytest.raises(error, match="resolution: expected a positive int"):
         preprocess(Image.new("RGB", (8, 8)), resolution)
-    with pytest.raises(ValueError, match="resolution"):
+    with pytest.raises(error, match="resolution"):
         Preprocess(resolution)

@@ -206,18 +206,18 @@ def test_resnet_checkpoint_round_trip(tmp_path):
         assert torch.equal(loaded.model.encode_image(images), model.encode_image(images))
 
 
-@pytest.mark.parametrize("kwargs,argument", [
-    (dict(layers=(1, 1, 1)), "layers"),
-    (dict(layers=(1, 0, 1, 1)), r"layers\[1\]"),
-    (dict(layers="1111"), "layers"),
-    (dict(input_resolution=48), "input_resolution"),
-    (dict(width=15), "width"),
-    (dict(heads=3), "num_heads"),
-    (dict(output_dim=0), "output_dim"),
+@pytest.mark.parametrize("kwargs,error,argument", [
+    (dict(layers=(1, 1, 1)), ValueError, "layers"),
+    (dict(layers=(1, 0, 1, 1)), ValueError, r"layers\[1\]"),
+    (dict(layers="1111"), TypeError, "layers"),
+    (dict(input_resolution=48), ValueError, "input_resolution"),
+    (dict(width=15), ValueError, "width"),
+    (dict(heads=3), ValueError, "num_heads"),
+    (dict(output_dim=0), ValueError, "output_dim"),
 ])
-def test_modified_resnet_rejects_bad_arguments(kwargs, argument):
+def test_modified_resnet_rejects_bad_arguments(kwargs, error, argument):
     args = dict(layers=(1, 1, 1, 1), output_dim=8, heads=4, input_resolution=64, width=16) | kwargs
-    with pytest.raises(ValueError, match=argument):
+    with pytest.raises(error, match=argument):
         ModifiedResNet(**args)
 
 
@@ -231,18 +231,18 @@ def test_attention_pool_rejects_wrong_feature_map():
         Bottleneck(8, 2, stride=0)
 
 
-@pytest.mark.parametrize("changes,field", [
-    (dict(vision_layers=(1, 1, 1)), "vision_layers"),
-    (dict(vision_layers=(1, 1, 1, 0)), "vision_layers"),
-    (dict(vision_layers=(1, 1, 1.5, 1)), "vision_layers"),
-    (dict(vision_layers=(1, True, 1, 1)), "vision_layers"),
-    (dict(image_resolution=48), "image_resolution"),
-    (dict(vision_width=15), "vision_width"),
-    (dict(vision_heads=7), "vision_width"),
-    (dict(vision_patch_size=0), "vision_patch_size"),
+@pytest.mark.parametrize("changes,error,field", [
+    (dict(vision_layers=(1, 1, 1)), ValueError, "vision_layers"),
+    (dict(vision_layers=(1, 1, 1, 0)), ValueError, r"vision_layers\[3\]"),
+    (dict(vision_layers=(1, 1, 1.5, 1)), TypeError, r"vision_layers\[2\]"),
+    (dict(vision_layers=(1, True, 1, 1)), TypeError, r"vision_layers\[1\]"),
+    (dict(image_resolution=48), ValueError, "image_resolution"),
+    (dict(vision_width=15), ValueError, "vision_width"),
+    (dict(vision_heads=7), ValueError, "vision_width"),
+    (dict(vision_patch_size=0), ValueError, "vision_patch_size"),
 ])
-def test_resnet_config_rejects_bad_values(changes, field):
-    with pytest.raises(ValueError, match=field):
+def test_resnet_config_rejects_bad_values(changes, error, field):
+    with pytest.raises(error, match=field):
         SMALL_RN.replace(**changes)
 
 
@@ -251,6 +251,6 @@ def test_config_conventions():
     assert CLIPConfig(vision_layers=[1, 2, 3, 4], image_resolution=64).vision_layers == (1, 2, 3, 4)
     vit = CLIPConfig()
     assert not vit.is_resnet and vit.vision_type == "vit"
-    with pytest.raises(ValueError, match="vision_patch_size"):
+    with pytest.raises(TypeError, match=r"vision_patch_size: expected a positive int \(None only for a ResNet\)"):
         CLIPConfig(vision_patch_size=None)
     assert CLIPConfig.from_dict(json.loads(json.dumps(SMALL_RN.to_dict()))) == SMALL_RN

@@ -109,11 +109,12 @@ def test_non_str_raises(tok, bad):
         tok(bad)
 
 
-@pytest.mark.parametrize("length", [1, 0, -3, 2.5, True])
-def test_bad_context_length(tok, length):
-    with pytest.raises(ValueError, match="context_length"):
+@pytest.mark.parametrize("length, error", [(1, ValueError), (0, ValueError), (-3, ValueError), (2.5, TypeError),
+                                           (True, TypeError)])
+def test_bad_context_length(tok, length, error):
+    with pytest.raises(error, match="context_length"):
         tok("red", context_length=length)
-    with pytest.raises(ValueError, match="context_length"):
+    with pytest.raises(error, match="context_length"):
         WordTokenizer(WORDS, context_length=length)
 
 

@@ -9,14 +9,14 @@ is expected: ``True`` is an ``int`` to Python but never what a caller meant.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = ["describe", "check_type", "check_callable", "check_int", "check_positive_int", "check_number",
-           "check_choice", "check_range", "check_tensor"]
+           "check_choice", "check_range", "check_sequence", "check_tensor"]
 
 
 def describe(value: object) -> str:
@@ -51,17 +51,23 @@ def check_callable(name: str, value: Any, expected: str = "a callable") -> Any:
     return value
 
 
-def check_int(name: str, value: object, minimum: int | None = None, maximum: int | None = None) -> int:
+def check_int(name: str, value: object, minimum: int | None = None, maximum: int | None = None, *,
+              expected: str | None = None) -> int:
     """Return ``value`` as an ``int`` if it is an integer in ``[minimum, maximum]`` (``None``: unbounded).
+
+    ``expected`` words what was expected, for both errors (default: ``"an int"``, ``"a positive int"``,
+    ``"an int in [0, 9]"``, ... from the bounds).
 
     Raises:
         TypeError: if ``value`` is not an integer (``bool`` is refused too).
         ValueError: if ``value`` is out of range.
     """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected an int, got {describe(value)}")
+        raise TypeError(f"{name}: expected {expected or 'an int'}, got {describe(value)}")
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        if maximum is None:
+        if expected is not None:
+            bound = expected
+        elif maximum is None:
             bound = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         elif minimum is None:
             bound = f"an int <= {maximum}"
@@ -71,9 +77,9 @@ def check_int(name: str, value: object, minimum: int | None = None, maximum: int
     return int(value)
 
 
-def check_positive_int(name: str, value: object) -> int:
+def check_positive_int(name: str, value: object, *, expected: str | None = None) -> int:
     """Return ``value`` if it is an int ``>= 1`` (``bool`` refused); ``check_int(name, value, minimum=1)``."""
-    return check_int(name, value, minimum=1)
+    return check_int(name, value, minimum=1, expected=expected)
 
 
 def check_number(name: str, value: object, low: float | None = None, high: float | None = None, *,
@@ -110,17 +116,20 @@ def check_number(name: str, value: object, low: float | None = None, high: float
     return number
 
 
-def check_choice(name: str, value: object, options: Sequence[str]) -> str:
+def check_choice(name: str, value: object, options: Sequence[str], *, expected: str | None = None) -> str:
     """Return ``value`` if it is one of the strings ``options``.
+
+    ``expected`` words what was expected (default: ``"one of [...]"``, the options listed).
 
     Raises:
         TypeError: if ``value`` is not a string.
         ValueError: if ``value`` is not one of ``options`` (they are listed).
     """
     if not isinstance(value, str):
-        raise TypeError(f"{name}: expected a str, one of {list(options)}, got {type(value).__name__} {value!r}")
+        wanted = expected or f"a str, one of {list(options)}"
+        raise TypeError(f"{name}: expected {wanted}, got {describe(value)}")
     if value not in options:
-        raise ValueError(f"{name}: expected one of {list(options)}, got {value!r}")
+        raise ValueError(f"{name}: expected {expected or f'one of {list(options)}'}, got {value!r}")
     return value
 
 
@@ -141,37 +150,81 @@ def check_range(name: str, value: object, upper: float | None = None) -> tuple[f
     return low, high
 
 
-def check_tensor(name: str, value: object, *, ndim: int | None = None, shape: Sequence[int | None] | None = None,
-                 floating: bool = False, nonempty: bool = False, what: str | None = None) -> torch.Tensor:
+def check_sequence(name: str, value: object, of: type | tuple[type, ...] | None = None, *, nonempty: bool = False,
+                   iterable: bool = False, expected: str | None = None) -> list:
+    """Return ``value`` as a new list if it is a sequence (a list, a tuple, ...) whose items are all ``of``.
+
+    A ``str`` or ``bytes`` is refused: it is a sequence of characters to Python, but a caller who
+    passes one where a list is expected meant a list of one.
+
+    Args:
+        name: the argument's name, for the message; an item's message names ``name[i]``.
+        value: what the caller passed.
+        of: the type (or types) every item must have, ``None`` for any.
+        nonempty: require at least one item.
+        iterable: accept any iterable (a set, a generator, ...), not only a sequence; it is read once.
+        expected: how to word the expectation (default: ``"a list"`` or ``"a list of str"``, from ``of``).
+
+    Raises:
+        TypeError: if ``value`` is not a sequence (an iterable with ``iterable``), or an item is not ``of``.
+        ValueError: if it is empty and ``nonempty`` is set.
+    """
+    types = () if of is None else of if isinstance(of, tuple) else (of,)
+    item = "a " + " or ".join(t.__name__ for t in types) if types else None
+    if expected is None:
+        expected = "a list" + (f" of {' or '.join(t.__name__ for t in types)}" if types else "")
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable if iterable else Sequence):
+        raise TypeError(f"{name}: expected {expected}, got {describe(value)}")
+    items = list(value)
+    if nonempty and not items:
+        raise ValueError(f"{name}: expected {expected} with at least one element, got {describe(value)}")
+    for i, entry in enumerate(items):
+        if types and not isinstance(entry, types):
+            raise TypeError(f"{name}[{i}]: expected {item}, got {describe(entry)}")
+    return items
+
+
+def check_tensor(name: str, value: object, *, ndim: int | None = None, shape: Sequence[int | str | None] | None = None,
+                 floating: bool = False, dtype: torch.dtype | tuple[torch.dtype, ...] | None = None,
+                 nonempty: bool = False, what: str | None = None) -> torch.Tensor:
     """Return ``value`` if it is a ``torch.Tensor`` of the expected rank, shape and kind.
 
     Args:
         name: the argument's name, for the message.
         value: what the caller passed.
         ndim: the number of dimensions required, ``None`` for any.
-        shape: the shape required, with ``None`` for a free dimension (implies ``ndim``).
+        shape: the shape required (implies ``ndim``): an int fixes a dimension, ``None`` leaves it free, and a
+            str names it: dimensions with the same name must be equal (``("N", "N")`` is a square matrix).
         floating: require a floating-point dtype.
+        dtype: require this dtype, or one of these dtypes.
         nonempty: require at least one element.
         what: how to word the expectation (e.g. ``"image features (N, D)"``); default from the rest.
 
     Raises:
-        TypeError: if ``value`` is not a tensor, or not floating-point when ``floating`` is set.
+        TypeError: if ``value`` is not a tensor, or its dtype is not the one required.
         ValueError: if its rank, shape or size is wrong.
     """
+    dtypes = None if dtype is None else dtype if isinstance(dtype, tuple) else (dtype,)
     if shape is not None:
         ndim = len(shape)
     if what is None:
         dims = ", ".join("*" if s is None else str(s) for s in shape) if shape is not None else None
         what = ("a floating-point tensor" if floating else "a tensor") + (
             f" of shape ({dims})" if dims is not None else f" with {ndim} dimensions" if ndim is not None else "")
+        if dtypes is not None:
+            what += f"{' and' if dims is not None or ndim is not None else ' of'} dtype " + " or ".join(
+                str(d) for d in dtypes)
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name}: expected {what}, got {describe(value)}")
-    if floating and not value.is_floating_point():
+    if (floating and not value.is_floating_point()) or (dtypes is not None and value.dtype not in dtypes):
         raise TypeError(f"{name}: expected {what}, got {describe(value)}")
     if ndim is not None and value.ndim != ndim:
         raise ValueError(f"{name}: expected {what}, got {describe(value)}")
-    if shape is not None and any(s is not None and s != v for s, v in zip(shape, value.shape)):
-        raise ValueError(f"{name}: expected {what}, got {describe(value)}")
+    if shape is not None:
+        named: dict[str, int] = {}
+        for s, v in zip(shape, value.shape):
+            if (isinstance(s, str) and named.setdefault(s, v) != v) or (isinstance(s, int) and s != v):
+                raise ValueError(f"{name}: expected {what}, got {describe(value)}")
     if nonempty and value.numel() == 0:
         raise ValueError(f"{name}: expected {what} with at least one element, got {describe(value)}")
     return value

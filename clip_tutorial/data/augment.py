@@ -38,10 +38,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-
-from clip_tutorial.core.checks import check_range
 import torch.nn.functional as F
 from PIL import Image
+
+from clip_tutorial.core.checks import check_int, check_positive_int, check_range, check_tensor, check_type
 
 __all__ = ["TORCHVISION_SCALE", "OPEN_CLIP_SCALE", "DEFAULT_RATIO", "sample_crop_boxes", "random_resized_crop",
            "random_resized_crop_pil", "RandomResizedCrop"]
@@ -52,13 +52,9 @@ TORCHVISION_SCALE: tuple[float, float] = (0.08, 1.0)
 OPEN_CLIP_SCALE: tuple[float, float] = (0.9, 1.0)
 #: torchvision's default range of the box's width / height.
 DEFAULT_RATIO: tuple[float, float] = (3 / 4, 4 / 3)
+#: The dtypes :func:`random_resized_crop` resamples: 0-255 pixels or float values.
+_PIXEL_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _ATTEMPTS = 10
-
-
-def _check_size(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
 
 
 def sample_crop_boxes(n: int, height: int, width: int, scale: Sequence[float] = TORCHVISION_SCALE,
@@ -81,7 +77,8 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: Sequence[float] = 
         TypeError: if ``scale`` or ``ratio`` is not a pair of numbers.
         ValueError: for a non-positive size or an empty or out-of-range interval.
     """
-    n, height, width = _check_size("n", n), _check_size("height", height), _check_size("width", width)
+    n, height, width = (check_positive_int("n", n), check_positive_int("height", height),
+                        check_positive_int("width", width))
     s_low, s_high = check_range("scale", scale, upper=1.0)
     r_low, r_high = check_range("ratio", ratio)
     area = height * width
@@ -142,23 +139,17 @@ def random_resized_crop(images: torch.Tensor, size: int | None = None, scale: Se
         TypeError: if ``images`` is not a tensor of uint8 or floating dtype.
         ValueError: for a bad shape, ``size``, ``scale``, ``ratio`` or ``boxes``.
     """
-    if not isinstance(images, torch.Tensor) or not (images.dtype == torch.uint8 or images.is_floating_point()):
-        got = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(f"images: expected a uint8 or floating-point tensor, got {got}")
-    if images.ndim != 4 or 0 in images.shape:
-        raise ValueError(f"images: expected a non-empty batch of shape (N, C, H, W), got {tuple(images.shape)}")
+    check_tensor("images", images, dtype=_PIXEL_DTYPES, what="a uint8 or floating-point tensor")
+    check_tensor("images", images, ndim=4, nonempty=True, what="a batch of shape (N, C, H, W)")
     n, _, height, width = images.shape
     if size is None:
         if height != width:
             raise ValueError(f"size: expected an int for non-square images of size {height}x{width}, got None")
         size = height
-    size = _check_size("size", size)
+    size = check_positive_int("size", size)
     if boxes is None:
         boxes = sample_crop_boxes(n, height, width, scale, ratio, generator)
-    elif not isinstance(boxes, torch.Tensor) or boxes.shape != (n, 4):
-        raise ValueError(f"boxes: expected a tensor of shape ({n}, 4), got "
-                         f"{tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__}")
-    boxes = boxes.long().cpu()
+    boxes = check_tensor("boxes", boxes, shape=(n, 4)).long().cpu()
     top, left, box_h, box_w = boxes.unbind(1)
     if (box_h < 1).any() or (box_w < 1).any() or (top < 0).any() or (left < 0).any() \
             or (top + box_h > height).any() or (left + box_w > width).any():
@@ -185,11 +176,10 @@ def random_resized_crop_pil(image: Image.Image, size: int, scale: Sequence[float
         TypeError: if ``image`` is not a PIL image.
         ValueError: for an empty image or a bad ``size``, ``scale`` or ``ratio``.
     """
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"image: expected a PIL image, got {type(image).__name__}")
+    check_type("image", image, Image.Image, expected="a PIL image")
     if image.width == 0 or image.height == 0:
         raise ValueError(f"image: expected a non-empty image, got size {image.size}")
-    size = _check_size("size", size)
+    size = check_positive_int("size", size)
     top, left, box_h, box_w = sample_crop_boxes(1, image.height, image.width, scale, ratio, generator)[0].tolist()
     # Crop first, then resize (as torchvision's ``resized_crop`` does): pixels outside the box never leak in.
     return image.crop((left, top, left + box_w, top + box_h)).resize((size, size), Image.Resampling.BICUBIC)
@@ -216,12 +206,10 @@ class RandomResizedCrop:
 
     def __init__(self, size: int, scale: Sequence[float] = OPEN_CLIP_SCALE, ratio: Sequence[float] = DEFAULT_RATIO,
                  seed: int = 0) -> None:
-        self.size = _check_size("size", size)
+        self.size = check_positive_int("size", size)
         self.scale = check_range("scale", scale, upper=1.0)
         self.ratio = check_range("ratio", ratio)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-        self.seed = seed
+        self.seed = check_int("seed", seed)
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, images: torch.Tensor | Image.Image) -> torch.Tensor | Image.Image:

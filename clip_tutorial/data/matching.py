@@ -18,6 +18,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from clip_tutorial.core.checks import check_choice, check_sequence, check_type
+
 from .render import COLOURS, POSITIONS, SHAPES, SIZES, STYLES, ShapeSpec
 from .shapesworld import SHAPE_SYNONYMS, SIZE_WORDS, STYLE_WORDS, WHERE_PHRASES
 
@@ -55,9 +57,9 @@ class QueryAttributes:
 
     def __post_init__(self) -> None:
         for name in _FIELDS:
-            value = getattr(self, name)
-            if value is not None and value not in ATTRIBUTE_VALUES[name]:
-                raise ValueError(f"{name}: expected None or one of {list(ATTRIBUTE_VALUES[name])}, got {value!r}")
+            options = ATTRIBUTE_VALUES[name]
+            if (value := getattr(self, name)) is not None:
+                check_choice(name, value, options, expected=f"None or one of {list(options)}")
 
     def mentioned(self) -> dict[str, str]:
         """The attributes the query mentions, as ``{name: value}`` (empty for a query that names nothing)."""
@@ -91,8 +93,7 @@ def parse_query(query: str) -> QueryAttributes:
 
     Explained in Chapter 5.2; Chapter 5.3 reads the captions of a caption bank with it.
     """
-    if not isinstance(query, str):
-        raise TypeError(f"query: expected a str, got {type(query).__name__}")
+    check_type("query", query, str)
     words = "".join(ch if ch.isalnum() or ch.isspace() else " " for ch in query.lower()).split()  # drop punctuation
     padded = f" {' '.join(words)} "
     places = [place for place, phrase in WHERE_PHRASES.items() if f" {phrase} " in padded]  # no phrase contains another
@@ -106,11 +107,8 @@ def parse_query(query: str) -> QueryAttributes:
 
 
 def _as_attributes(query: object, name: str) -> QueryAttributes:
-    if isinstance(query, QueryAttributes):
-        return query
-    if isinstance(query, str):
-        return parse_query(query)
-    raise TypeError(f"{name}: expected a str or QueryAttributes, got {type(query).__name__}")
+    check_type(name, query, (str, QueryAttributes), expected="a str or QueryAttributes")
+    return query if isinstance(query, QueryAttributes) else parse_query(query)
 
 
 def matches(query: str | QueryAttributes, spec: ShapeSpec) -> bool:
@@ -130,8 +128,7 @@ def matches(query: str | QueryAttributes, spec: ShapeSpec) -> bool:
     Explained in Chapter 5.2.
     """
     wanted = _as_attributes(query, "query")
-    if not isinstance(spec, ShapeSpec):
-        raise TypeError(f"spec: expected a ShapeSpec, got {type(spec).__name__}")
+    check_type("spec", spec, ShapeSpec)
     return all(getattr(spec, name) == value for name, value in wanted.mentioned().items())
 
 
@@ -151,24 +148,18 @@ def relevance(queries: Sequence[str | QueryAttributes], attributes: Sequence[Seq
         A bool tensor of shape ``(len(queries), len(attributes))``.
 
     Raises:
-        TypeError: if an entry has the wrong type.
+        TypeError: if ``queries`` or ``attributes`` is not a list, or an entry has the wrong type.
         ValueError: if there are no queries or no images, an image has no objects, or a query
             names two values of one attribute.
 
     Explained in Chapter 5.2.
     """
-    if isinstance(queries, str) or not isinstance(queries, Sequence) or len(queries) == 0:
-        raise ValueError(f"queries: expected a non-empty list of str or QueryAttributes, got {queries!r:.80}")
-    if not isinstance(attributes, Sequence) or len(attributes) == 0:
-        raise ValueError(f"attributes: expected a non-empty list of per-image object lists, got {attributes!r:.80}")
+    queries = check_sequence("queries", queries, (str, QueryAttributes), nonempty=True)
+    attributes = check_sequence("attributes", attributes, nonempty=True, expected="a list of per-image object lists")
     wanted = [_as_attributes(q, f"queries[{i}]") for i, q in enumerate(queries)]
     owner, codes = [], {name: [] for name in _FIELDS}
     for i, objects in enumerate(attributes):
-        if isinstance(objects, ShapeSpec) or not isinstance(objects, Sequence) or len(objects) == 0:
-            raise ValueError(f"attributes[{i}]: expected a non-empty list of ShapeSpec, got {objects!r:.80}")
-        for spec in objects:
-            if not isinstance(spec, ShapeSpec):
-                raise TypeError(f"attributes[{i}]: expected ShapeSpec objects, got {type(spec).__name__}")
+        for spec in check_sequence(f"attributes[{i}]", objects, ShapeSpec, nonempty=True):
             owner.append(i)
             for name in _FIELDS:
                 codes[name].append(ATTRIBUTE_VALUES[name].index(getattr(spec, name)))

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from clip_tutorial.core.checks import check_callable, check_choice, check_positive_int, check_type
+
 from . import preprocess as _pre
 from .augment import RandomResizedCrop
 from .shapesworld import normalize_images
@@ -56,8 +58,7 @@ def _open(source: ImageSource) -> Image.Image:
 
 
 def _check_caption(caption: object, where: str) -> str:
-    if not isinstance(caption, str):
-        raise TypeError(f"caption of {where}: expected a str, got {type(caption).__name__}")
+    check_type(f"caption of {where}", caption, str)
     if not caption.strip():
         raise ValueError(f"caption of {where}: expected a non-empty caption, got {caption!r}")
     return caption.strip()
@@ -74,9 +75,7 @@ class CaptionCollator:
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
-        if not callable(tokenizer):
-            raise TypeError(f"tokenizer: expected a callable tokenizer, got {type(tokenizer).__name__}")
-        self.tokenizer = tokenizer
+        self.tokenizer = check_callable("tokenizer", tokenizer, "a callable tokenizer")
 
     def __call__(self, batch: Sequence[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, torch.Tensor]:
         """Stack the images and tokenize the captions of ``batch``."""
@@ -103,8 +102,8 @@ class ImageCaptionPairs(torch.utils.data.Dataset):
         captions: the captions, stripped of surrounding white space.
 
     Raises:
-        ValueError: for no pairs, lists of different lengths, an empty caption or a bad ``resolution``.
-        TypeError: for a caption that is not a str or a bad ``augment``.
+        ValueError: for no pairs, lists of different lengths, an empty caption or a ``resolution`` below 1.
+        TypeError: for a caption that is not a str, a ``resolution`` that is not an int or a bad ``augment``.
     """
 
     def __init__(self, images: Sequence[ImageSource], captions: Sequence[str], resolution: int = 224,
@@ -115,11 +114,9 @@ class ImageCaptionPairs(torch.utils.data.Dataset):
         if not self.images:
             raise ValueError("images: expected at least one image-caption pair, got an empty dataset")
         self.captions = [_check_caption(c, _describe(s)) for s, c in zip(self.images, captions)]
-        if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
-            raise ValueError(f"resolution: expected a positive int (e.g. 224), got {resolution!r}")
-        self.resolution = resolution
-        if augment is not None and not isinstance(augment, RandomResizedCrop):
-            raise TypeError(f"augment: expected a RandomResizedCrop or None, got {type(augment).__name__}")
+        self.resolution = check_positive_int("resolution", resolution, expected="a positive int (e.g. 224)")
+        if augment is not None:
+            check_type("augment", augment, RandomResizedCrop, expected="a RandomResizedCrop or None")
         if augment is not None and augment.size != resolution:
             raise ValueError(f"augment: expected a crop of size resolution={resolution}, got size {augment.size}")
         self.augment = augment
@@ -198,10 +195,8 @@ class ImageCaptionPairs(torch.utils.data.Dataset):
         if not names:
             raise TypeError(f"dataset: expected a datasets.Dataset with columns, got {type(dataset).__name__}")
         for arg, column in (("image_column", image_column), ("caption_column", caption_column)):
-            if column not in names:
-                raise ValueError(f"{arg}: expected one of the dataset's columns {names}, got {column!r}")
-        if captions not in ("first", "all"):
-            raise ValueError(f"captions: expected 'first' or 'all', got {captions!r}")
+            check_choice(arg, column, names, expected=f"one of the dataset's columns {names}")
+        check_choice("captions", captions, ("first", "all"), expected="'first' or 'all'")
         images: list[ImageSource] = []
         texts: list[str] = []
         for row, value in enumerate(dataset[caption_column]):
@@ -253,9 +248,7 @@ class ImageCaptionPairs(torch.utils.data.Dataset):
 
     def tokens(self, tokenizer: Tokenizer) -> torch.Tensor:
         """The captions tokenized by ``tokenizer``: a LongTensor ``(N, context_length)``."""
-        if not callable(tokenizer):
-            raise TypeError(f"tokenizer: expected a callable tokenizer, got {type(tokenizer).__name__}")
-        return tokenizer(self.captions)
+        return check_callable("tokenizer", tokenizer, "a callable tokenizer")(self.captions)
 
     def training_tensors(self, tokenizer: Tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
         """``(images, tokens)`` for :func:`clip_tutorial.train.train_clip`, row ``i`` of both from pair ``i``."""
@@ -278,9 +271,8 @@ class _HFImage:
         self.dataset, self.column, self.row = dataset, column, row
 
     def load(self) -> Image.Image:
-        value = self.dataset[self.row][self.column]
-        if not isinstance(value, (Image.Image, dict, str, os.PathLike)):
-            raise TypeError(f"{self.column}: row {self.row} holds a {type(value).__name__}, expected an image")
+        value = check_type(f"{self.column}: row {self.row}", self.dataset[self.row][self.column],
+                           (Image.Image, dict, str, os.PathLike), expected="an image (PIL, bytes or a path)")
         try:
             return _open(value)
         except ValueError as error:
@@ -297,8 +289,7 @@ def _read_csv(path: Path, image_column: str, caption_column: str) -> tuple[list[
         reader = csv.DictReader(handle)
         columns = list(reader.fieldnames or [])
         for arg, column in (("image_column", image_column), ("caption_column", caption_column)):
-            if column not in columns:
-                raise ValueError(f"{arg}: expected one of the columns of {path} {columns}, got {column!r}")
+            check_choice(arg, column, columns, expected=f"one of the columns of {path} {columns}")
         rows = list(reader)
     if not rows:
         raise ValueError(f"path: {path} has a header but no rows: expected at least one image-caption pair")

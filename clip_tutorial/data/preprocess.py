@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from clip_tutorial.core.checks import check_positive_int, check_type
+
 from .shapesworld import normalize_images
 
 __all__ = ["ImageInput", "to_rgb", "resize_shortest_side", "center_crop", "preprocess", "Preprocess"]
@@ -35,9 +37,7 @@ ImageInput = Union[Image.Image, np.ndarray, Sequence[Union[Image.Image, np.ndarr
 
 
 def _check_resolution(resolution: Any) -> int:
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
-        raise ValueError(f"resolution: expected a positive int (e.g. 224), got {resolution!r}")
-    return resolution
+    return check_positive_int("resolution", resolution, expected="a positive int (e.g. 224)")
 
 
 def to_rgb(image: Image.Image | np.ndarray) -> Image.Image:
@@ -51,8 +51,7 @@ def to_rgb(image: Image.Image | np.ndarray) -> Image.Image:
             raise ValueError(f"image: expected an array of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) "
                              f"(channels last), got {image.shape}")
         image = Image.fromarray(np.ascontiguousarray(image))
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"image: expected a PIL image or a uint8 numpy array, got {type(image).__name__}")
+    check_type("image", image, Image.Image, expected="a PIL image or a uint8 numpy array")
     if image.width == 0 or image.height == 0:
         raise ValueError(f"image: expected a non-empty image, got size {image.size}")
     return image if image.mode == "RGB" else image.convert("RGB")
@@ -104,8 +103,8 @@ def preprocess(images: ImageInput, resolution: int = 224) -> torch.Tensor:
         float32 tensor of shape ``(N, 3, R, R)``, normalised with CLIP's mean and std.
 
     Raises:
-        TypeError: if an image is not a PIL image or a uint8 array.
-        ValueError: for an empty list, an empty image, a bad array shape or a bad ``resolution``.
+        TypeError: if an image is not a PIL image or a uint8 array, or ``resolution`` is not an int.
+        ValueError: for an empty list, an empty image, a bad array shape or a ``resolution`` below 1.
     """
     resolution = _check_resolution(resolution)
     pixels = []

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .render import (COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES, STYLES, ShapeSpec, check_choice, check_int,
-                     count_objects, jittered_background, paint, place, relation_objects)
+from clip_tutorial.core.checks import check_callable, check_choice, check_int, check_sequence, check_tensor
+
+from .render import (COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES, STYLES, ShapeSpec, count_objects,
+                     jittered_background, paint, place, relation_objects)
 
 #: CLIP's per-channel mean and standard deviation, used by :meth:`ShapesWorld.tensors`.
 MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
@@ -65,11 +67,8 @@ def normalize_images(pixels: torch.Tensor) -> torch.Tensor:
         TypeError: if ``pixels`` is not a uint8 tensor.
         ValueError: if it is not of shape (N, 3, H, W).
     """
-    if not isinstance(pixels, torch.Tensor) or pixels.dtype != torch.uint8:
-        raise TypeError(f"pixels: expected a uint8 tensor of 0-255 values, got "
-                        f"{pixels.dtype if isinstance(pixels, torch.Tensor) else type(pixels).__name__}")
-    if pixels.ndim != 4 or pixels.shape[1] != 3:
-        raise ValueError(f"pixels: expected shape (N, 3, H, W), got {tuple(pixels.shape)}")
+    check_tensor("pixels", pixels, shape=(None, 3, None, None), dtype=torch.uint8,
+                 what="a uint8 tensor (N, 3, H, W) of 0-255 values")
     x = pixels.float().div_(255.0)
     return (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
@@ -107,13 +106,8 @@ def count_caption(colour: str, shape: str, k: int) -> str:
 
 
 def _check_templates(templates: object) -> tuple[str, ...]:
-    if isinstance(templates, str) or not isinstance(templates, Sequence):
-        raise TypeError(f"templates: expected a list of format strings, got {templates!r}")
-    if len(templates) == 0:
-        raise ValueError("templates: expected at least one template, got an empty list")
+    templates = check_sequence("templates", templates, str, nonempty=True, expected="a list of format strings")
     for t in templates:
-        if not isinstance(t, str):
-            raise TypeError(f"templates: expected str entries, got {type(t).__name__} {t!r}")
         fields = {f for _, f, _, _ in string.Formatter().parse(t) if f is not None}
         if not fields <= TEMPLATE_FIELDS:
             raise ValueError(f"templates: {t!r} uses {sorted(fields - TEMPLATE_FIELDS)}; "
@@ -183,10 +177,8 @@ def class_names(kind: str = "pair") -> list[str]:
 
 
 def _check_pairs(heldout: object) -> tuple[tuple[str, str], ...]:
-    if isinstance(heldout, str) or not isinstance(heldout, Iterable):
-        raise TypeError(f"heldout: expected a list of (colour, shape) tuples, got {type(heldout).__name__}")
     pairs = set()
-    for p in heldout:
+    for p in check_sequence("heldout", heldout, iterable=True, expected="a list of (colour, shape) tuples"):
         if not (isinstance(p, (tuple, list)) and len(p) == 2):
             raise TypeError(f"heldout: expected (colour, shape) tuples, got {p!r}")
         pairs.add((check_choice("heldout colour", p[0], tuple(COLOURS)), check_choice("heldout shape", p[1], SHAPES)))
@@ -234,18 +226,14 @@ class ShapesWorld(torch.utils.data.Dataset):
         self.split = check_choice("split", split, SPLITS)
         self.seed = check_int("seed", seed, 0)
         self.image_size = check_int("image_size", image_size, 16)
-        if isinstance(styles, str) or not isinstance(styles, Iterable):
-            raise TypeError(f"styles: expected a list of names from {list(STYLES)}, got {styles!r}")
-        if not (styles := list(styles)):
-            raise ValueError(f"styles: expected at least one of {list(STYLES)}, got an empty list")
+        styles = check_sequence("styles", styles, iterable=True, nonempty=True,
+                                expected=f"a list of names from {list(STYLES)}")
         given = {check_choice("styles", s, STYLES) for s in styles}
         self.styles = tuple(s for s in STYLES if s in given)  # canonical order: same data for any order
         self.heldout = _check_pairs(heldout_combinations() if heldout is None else heldout)
         self.max_objects = check_int("max_objects", max_objects, 1, len(NUMBER_WORDS))
         self.templates = TEMPLATES if templates is None else _check_templates(templates)
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform: expected a callable or None, got {type(transform).__name__}")
-        self.transform = transform
+        self.transform = None if transform is None else check_callable("transform", transform, "a callable or None")
 
         every = [(c, s) for c in COLOURS for s in SHAPES]
         held = set(self.heldout)

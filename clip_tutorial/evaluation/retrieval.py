@@ -17,31 +17,29 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from clip_tutorial.core.checks import check_positive_int, check_sequence, check_tensor
+
 __all__ = ["retrieval_ranks", "recall_at_k", "retrieval_metrics", "ranked_recall_precision"]
 
 
-def _check_similarity(similarity: object) -> torch.Tensor:
-    if not isinstance(similarity, torch.Tensor) or not similarity.is_floating_point():
-        got = f"dtype {similarity.dtype}" if isinstance(similarity, torch.Tensor) else type(similarity).__name__
-        raise TypeError(f"similarity: expected a float tensor (queries, gallery), got {got}")
-    if similarity.ndim != 2 or 0 in similarity.shape:
-        raise ValueError(f"similarity: expected a non-empty 2-D tensor (queries, gallery), got shape {tuple(similarity.shape)}")
-    return similarity
+def _check_ks(ks: object) -> list[int]:
+    wanted = "a non-empty sequence of positive ints"
+    return [check_positive_int("ks", k, expected=wanted)
+            for k in check_sequence("ks", ks, nonempty=True, expected=wanted)]
 
 
-def _check_positives(positives: torch.Tensor | None, shape: torch.Size) -> torch.Tensor:
+def _check_positives(positives: torch.Tensor | None, shape: tuple[int | None, int | None],
+                     name: str = "positives") -> torch.Tensor:
     if positives is None:
         if shape[0] != shape[1]:
             raise ValueError(f"positives: needed when the similarity is not square (the diagonal pairs), got shape {tuple(shape)}")
         return torch.eye(shape[0], dtype=torch.bool)
-    if not isinstance(positives, torch.Tensor) or positives.dtype != torch.bool:
-        got = f"dtype {positives.dtype}" if isinstance(positives, torch.Tensor) else type(positives).__name__
-        raise TypeError(f"positives: expected a bool tensor marking the correct gallery items, got {got}")
-    if positives.shape != shape:
-        raise ValueError(f"positives: expected shape {tuple(shape)} like the similarity, got {tuple(positives.shape)}")
+    dims = "(queries, gallery)" if None in shape else str(tuple(shape))
+    check_tensor(name, positives, shape=tuple(shape), dtype=torch.bool,
+                 what=f"a bool tensor {dims} marking the correct gallery items")
     if not bool(positives.any(dim=1).all()):
         missing = (~positives.any(dim=1)).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"positives: every query needs at least one correct item; queries {missing} have none")
+        raise ValueError(f"{name}: every query needs at least one correct item; queries {missing} have none")
     return positives
 
 
@@ -58,7 +56,9 @@ def retrieval_ranks(similarity: torch.Tensor, positives: torch.Tensor | None = N
 
     Explained in Chapter 3.5.
     """
-    similarity = _check_similarity(similarity).detach().float().cpu()
+    check_tensor("similarity", similarity, ndim=2, floating=True, nonempty=True,
+                 what="a float tensor (queries, gallery)")
+    similarity = similarity.detach().float().cpu()
     positives = _check_positives(positives, similarity.shape).cpu()
     best_correct = similarity.masked_fill(~positives, float("-inf")).amax(dim=1, keepdim=True)
     return (similarity > best_correct).sum(dim=1)
@@ -78,8 +78,7 @@ def recall_at_k(similarity: torch.Tensor, ks: Sequence[int] = (1, 5, 10),
 
     Explained in Chapter 3.5.
     """
-    if isinstance(ks, int) or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks) or not ks:
-        raise ValueError(f"ks: expected a non-empty sequence of positive ints, got {ks!r}")
+    ks = _check_ks(ks)
     ranks = retrieval_ranks(similarity, positives)
     return {k: float((ranks < k).float().mean()) for k in ks}
 
@@ -103,9 +102,7 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
     Explained in Chapter 3.5.
     """
     for name, value in (("image_features", image_features), ("text_features", text_features)):
-        if not isinstance(value, torch.Tensor) or value.ndim != 2:
-            raise ValueError(f"{name}: expected a 2-D tensor (N, D), got "
-                             f"{tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__}")
+        check_tensor(name, value, ndim=2, what="a 2-D tensor (N, D)")
     if image_features.shape != text_features.shape:
         raise ValueError(f"text_features: expected the shape of image_features {tuple(image_features.shape)}, "
                          f"got {tuple(text_features.shape)}")
@@ -134,22 +131,15 @@ def ranked_recall_precision(rows: torch.Tensor, relevant: torch.Tensor, ks: Sequ
         ``{"R@k": ..., "P@k": ...}`` for every ``k``, averaged over queries, each in [0, 1].
 
     Raises:
-        TypeError: if ``rows`` is not an integer tensor or ``relevant`` not a bool tensor.
+        TypeError: if ``rows`` is not an integer tensor, ``relevant`` not a bool tensor, or ``ks`` not a
+            sequence of ints.
         ValueError: for mismatched shapes, rows outside the gallery, too few ranked results,
-            bad ``ks``, or a query without any relevant item.
+            empty or non-positive ``ks``, or a query without any relevant item.
     """
-    if isinstance(ks, int) or not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks):
-        raise ValueError(f"ks: expected a non-empty sequence of positive ints, got {ks!r}")
-    if not isinstance(rows, torch.Tensor) or rows.dtype not in (torch.int64, torch.int32):
-        got = f"dtype {rows.dtype}" if isinstance(rows, torch.Tensor) else type(rows).__name__
-        raise TypeError(f"rows: expected an int64 tensor (queries, K) of gallery rows, got {got}")
-    if not isinstance(relevant, torch.Tensor) or relevant.ndim != 2:
-        got = f"shape {tuple(relevant.shape)}" if isinstance(relevant, torch.Tensor) else type(relevant).__name__
-        raise TypeError(f"relevant: expected a bool tensor (queries, gallery), got {got}")
-    relevant = _check_positives(relevant, relevant.shape).cpu()
-    if rows.ndim != 2 or rows.shape[0] != relevant.shape[0]:
-        raise ValueError(f"rows: expected shape ({relevant.shape[0]}, K), one row per query of relevant, "
-                         f"got {tuple(rows.shape)}")
+    ks = _check_ks(ks)
+    relevant = _check_positives(relevant, (None, None), "relevant").cpu()
+    check_tensor("rows", rows, shape=(relevant.shape[0], None), dtype=(torch.int64, torch.int32),
+                 what=f"an int64 tensor ({relevant.shape[0]}, K) of gallery rows, one row per query of relevant")
     if rows.shape[1] < max(ks):
         raise ValueError(f"rows: expected at least max(ks) = {max(ks)} ranked results per query, got {rows.shape[1]}")
     rows = rows.long().cpu()

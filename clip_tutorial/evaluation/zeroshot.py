@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from clip_tutorial.core.checks import check_positive_int, check_sequence, check_tensor
 from clip_tutorial.data import normalize_images
 from clip_tutorial.model import CLIP
 
@@ -32,6 +33,13 @@ def _device_of(model: CLIP) -> torch.device:
     return next(model.parameters()).device
 
 
+def _check_images(images: object) -> torch.Tensor:
+    check_tensor("images", images, ndim=4, what="a tensor (N, 3, H, W)")
+    if len(images) == 0:
+        raise ValueError(f"images: expected a non-empty (N, 3, H, W) tensor, got shape {tuple(images.shape)}")
+    return images
+
+
 @torch.no_grad()
 def encode_images(model: CLIP, images: torch.Tensor, batch_size: int = 512, normalize: bool = True,
                   progress: bool = False) -> torch.Tensor:
@@ -42,12 +50,8 @@ def encode_images(model: CLIP, images: torch.Tensor, batch_size: int = 512, norm
     is never held as float32 all at once (four times the memory). ``progress`` shows a ``tqdm``
     bar over the batches (for large collections, Chapter 5.2).
     """
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"images: expected a tensor (N, 3, H, W), got {type(images).__name__}")
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError(f"images: expected a non-empty (N, 3, H, W) tensor, got shape {tuple(images.shape)}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    images = _check_images(images)
+    batch_size = check_positive_int("batch_size", batch_size, expected="a positive integer")
     device, was_training = _device_of(model), model.training
     model.eval()
     starts = tqdm(range(0, images.shape[0], batch_size), desc="embedding images", disable=not progress)
@@ -62,10 +66,9 @@ def encode_images(model: CLIP, images: torch.Tensor, batch_size: int = 512, norm
 def encode_texts(model: CLIP, tokenizer: Tokenizer, texts: Sequence[str], batch_size: int = 512,
                  normalize: bool = True) -> torch.Tensor:
     """Tokenize and embed texts in batches, without gradients; returns (N, embed_dim) on the CPU."""
-    if isinstance(texts, str):
-        texts = [texts]
-    if len(texts) == 0:
-        raise ValueError("texts: expected at least one text, got an empty list")
+    texts = check_sequence("texts", [texts] if isinstance(texts, str) else texts, nonempty=True,
+                           expected="a str or a list of str")
+    batch_size = check_positive_int("batch_size", batch_size, expected="a positive integer")
     device, was_training = _device_of(model), model.training
     model.eval()
     out = []
@@ -78,14 +81,11 @@ def encode_texts(model: CLIP, tokenizer: Tokenizer, texts: Sequence[str], batch_
 
 def _fill_templates(templates: Sequence[str], classnames: Sequence[str]) -> list[str]:
     """Prompts ordered class by class: ``templates[0]`` to ``templates[-1]`` filled with each class name."""
-    if isinstance(classnames, str) or len(classnames) == 0:
-        raise ValueError(f"classnames: expected a non-empty list of class names, got {classnames!r}")
-    if isinstance(templates, str) or len(templates) == 0:
-        raise ValueError(f"templates: expected a non-empty list of templates containing '{{}}', got {templates!r}")
+    classnames = check_sequence("classnames", classnames, nonempty=True, expected="a list of class names")
+    templates = check_sequence("templates", templates, str, nonempty=True,
+                               expected="a list of templates containing '{}'")
     marker = "\x00"
     for template in templates:
-        if not isinstance(template, str):
-            raise TypeError(f"templates: expected strings, got {type(template).__name__} ({template!r})")
         try:
             filled = template.format(marker)
         except (IndexError, KeyError, ValueError) as error:
@@ -106,13 +106,11 @@ def ensemble_prompt_embeddings(features: torch.Tensor) -> torch.Tensor:
     sphere, where image embeddings are compared by cosine similarity.
 
     Raises:
-        ValueError: if ``features`` is not a non-empty floating-point (C, T, D) tensor.
+        TypeError: if ``features`` is not a floating-point tensor.
+        ValueError: if it is not a non-empty (C, T, D) tensor.
     """
-    if not isinstance(features, torch.Tensor) or features.ndim != 3 or 0 in features.shape \
-            or not features.is_floating_point():
-        got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
-        raise ValueError("features: expected a non-empty floating-point (num_classes, num_templates, embed_dim) "
-                         f"tensor, got {got}")
+    check_tensor("features", features, ndim=3, floating=True, nonempty=True,
+                 what="a floating-point (num_classes, num_templates, embed_dim) tensor")
     return F.normalize(F.normalize(features, dim=-1).mean(dim=1), dim=-1).t().contiguous()
 
 
@@ -140,33 +138,24 @@ def build_zero_shot_classifier(model: CLIP, tokenizer: Tokenizer, classnames: Se
     Raises:
         ValueError: if there are no class names or no templates, or a template has no ``{}``
             (or a placeholder ``str.format`` cannot fill with one class name).
-        TypeError: if a template is not a string.
+        TypeError: if ``classnames`` or ``templates`` is a single str rather than a list, or a template is
+            not a str.
     """
     prompts = _fill_templates(templates, classnames)
     features = encode_texts(model, tokenizer, prompts).view(len(classnames), len(templates), -1)
     return ensemble_prompt_embeddings(features)
 
 
-def _check_classifier(image_features: torch.Tensor, classifier: torch.Tensor) -> None:
-    if classifier.ndim != 2 or classifier.shape[0] != image_features.shape[1]:
-        raise ValueError(
-            f"classifier: expected shape (embed_dim={image_features.shape[1]}, num_classes), got {tuple(classifier.shape)}"
-        )
-
-
 def zero_shot_predict(model: CLIP, images: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
     """Predicted class index of each image: the class embedding closest to the image embedding."""
     image_features = encode_images(model, images)
-    _check_classifier(image_features, classifier)
+    dim = image_features.shape[1]
+    check_tensor("classifier", classifier, shape=(dim, None), what=f"a tensor (embed_dim={dim}, num_classes)")
     return (image_features @ classifier.float().cpu()).argmax(dim=1)
 
 
 def zero_shot_accuracy(model: CLIP, images: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor) -> float:
     """Fraction of images whose :func:`zero_shot_predict` equals ``labels``."""
-    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"labels: expected a 1-D tensor with one label per image ({images.shape[0]}), "
-            f"got {getattr(labels, 'shape', type(labels).__name__)}"
-        )
+    check_tensor("labels", labels, shape=(len(images),), what=f"a 1-D tensor with one label per image ({len(images)})")
     predictions = zero_shot_predict(model, images, classifier)
     return float((predictions == labels.cpu()).float().mean())

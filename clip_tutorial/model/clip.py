@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clip_tutorial.core.checks import check_tensor, check_type
+
 from .config import CLIPConfig
 from .resnet import ModifiedResNet
 from .transformer import LayerNorm, Transformer, causal_mask
@@ -58,10 +60,7 @@ class CLIP(nn.Module):
 
     def __init__(self, config: CLIPConfig) -> None:
         super().__init__()
-        if not isinstance(config, CLIPConfig):
-            raise TypeError(f"config: expected a CLIPConfig, got {type(config).__name__}")
-        self.config = config
-        c = config
+        self.config = c = check_type("config", config, CLIPConfig)
         self.visual: VisionTransformer | ModifiedResNet
         if c.is_resnet:  # initialised as OpenAI does by its own constructor (see ModifiedResNet.init_openai_)
             self.visual = ModifiedResNet(c.vision_layers, c.embed_dim, c.num_vision_heads, c.image_resolution,
@@ -92,50 +91,6 @@ class CLIP(nn.Module):
     def dtype(self) -> torch.dtype:
         """The dtype of the weights (float32 unless the model was cast)."""
         return self.visual.conv1.weight.dtype
-
-    def _check_images(self, images: torch.Tensor) -> None:
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"images: expected a torch.Tensor of shape (batch, 3, H, W), got {type(images).__name__}")
-        res = self.config.image_resolution
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[2:] != (res, res):
-            raise ValueError(
-                f"images: expected shape (batch, 3, {res}, {res}), got {tuple(images.shape)}"
-                + (" (channels last? use images.permute(0, 3, 1, 2))" if images.ndim == 4 and images.shape[-1] == 3 else "")
-            )
-        if not images.is_floating_point():
-            raise TypeError(
-                f"images: expected a floating-point tensor (normalised pixels), got dtype {images.dtype}; "
-                "convert with ShapesWorld.tensors() or images.float() / 255 and normalise"
-            )
-        if images.shape[0] == 0:
-            raise ValueError("images: expected at least one image, got an empty batch")
-        if images.is_meta:  # shapes only (parameter and FLOP counting): there are no values to check
-            return
-        # Normalised pixels lie within about +-3; values in the tens mean 0-255 pixels slipped through.
-        low, high = (float(v) for v in torch.aminmax(images.detach()))
-        if low < -MAX_PIXEL or high > MAX_PIXEL:
-            raise ValueError(
-                f"images: expected normalised pixels (roughly -3 to 3), got values in [{low:.1f}, {high:.1f}]; "
-                "scale 0-255 pixels to [0, 1] and normalise with the dataset mean and std first"
-            )
-
-    def _check_tokens(self, text: torch.Tensor) -> None:
-        if not isinstance(text, torch.Tensor):
-            raise TypeError(f"text: expected a LongTensor of token ids (batch, context_length), got {type(text).__name__}")
-        if text.ndim != 2 or text.shape[0] == 0:
-            raise ValueError(f"text: expected a non-empty 2-D tensor of token ids (batch, tokens), got shape {tuple(text.shape)}")
-        if text.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"text: expected integer token ids (torch.long), got dtype {text.dtype}")
-        if text.shape[1] > self.config.context_length:
-            raise ValueError(
-                f"text: expected at most context_length={self.config.context_length} tokens, got {text.shape[1]}; "
-                "tokenize with truncation"
-            )
-        if text.is_meta:  # shapes only (FLOP counting): there are no ids to check
-            return
-        lo, hi = int(text.min()), int(text.max())
-        if lo < 0 or hi >= self.config.vocab_size:
-            raise ValueError(f"text: expected token ids in [0, {self.config.vocab_size}), got values in [{lo}, {hi}]")
 
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         """Image features (batch, embed_dim) from normalised pixels (batch, 3, H, W).
@@ -185,9 +140,38 @@ class CLIP(nn.Module):
         """Total number of parameters (works on the meta device too)."""
         return sum(p.numel() for p in self.parameters())
 
+    def _check_images(self, images: torch.Tensor) -> None:
+        res = self.config.image_resolution
+        if isinstance(images, torch.Tensor) and images.ndim == 4 and images.shape[1] != 3 and images.shape[-1] == 3:
+            raise ValueError(f"images: expected channels first, (batch, 3, {res}, {res}), got shape "
+                             f"{tuple(images.shape)}; use images.permute(0, 3, 1, 2)")
+        check_tensor("images", images, shape=(None, 3, res, res), floating=True, nonempty=True,
+                     what=f"normalised float pixels (batch, 3, {res}, {res}), e.g. from ShapesWorld.tensors()")
+        if images.is_meta:  # shapes only (parameter and FLOP counting): there are no values to check
+            return
+        # Normalised pixels lie within about +-3; values in the tens mean 0-255 pixels slipped through.
+        low, high = (float(v) for v in torch.aminmax(images.detach()))
+        if low < -MAX_PIXEL or high > MAX_PIXEL:
+            raise ValueError(
+                f"images: expected normalised pixels (roughly -3 to 3), got values in [{low:.1f}, {high:.1f}]; "
+                "scale 0-255 pixels to [0, 1] and normalise with the dataset mean and std first"
+            )
+
+    def _check_tokens(self, text: torch.Tensor) -> None:
+        check_tensor("text", text, ndim=2, dtype=(torch.int64, torch.int32), nonempty=True,
+                     what="integer token ids (batch, tokens), e.g. from a tokenizer")
+        if text.shape[1] > self.config.context_length:
+            raise ValueError(
+                f"text: expected at most context_length={self.config.context_length} tokens, got {text.shape[1]}; "
+                "tokenize with truncation"
+            )
+        if text.is_meta:  # shapes only (FLOP counting): there are no ids to check
+            return
+        lo, hi = int(text.min()), int(text.max())
+        if lo < 0 or hi >= self.config.vocab_size:
+            raise ValueError(f"text: expected token ids in [0, {self.config.vocab_size}), got values in [{lo}, {hi}]")
+
 
 def check_clip(name: str, value: object) -> CLIP:
     """Return ``value`` if it is a :class:`CLIP`, else raise a ``TypeError`` naming the argument ``name``."""
-    if not isinstance(value, CLIP):
-        raise TypeError(f"{name}: expected a clip_tutorial.CLIP, got {type(value).__name__}")
-    return value
+    return check_type(name, value, CLIP, expected="a clip_tutorial.CLIP")

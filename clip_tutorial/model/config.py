@@ -8,6 +8,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+# Temporary re-export: some modules still import check_positive_int from here; once they import it from
+# clip_tutorial.core.checks, the name is only this module's own import.
+from clip_tutorial.core.checks import check_choice, check_int, check_number, check_positive_int, check_type
+
 __all__ = ["CLIPConfig", "CONFIGS", "OFFICIAL_MODELS", "get_config", "list_configs"]
 
 
@@ -57,11 +61,13 @@ class CLIPConfig:
         if isinstance(self.vision_layers, list):  # JSON has no tuples: accept the list and store a tuple
             object.__setattr__(self, "vision_layers", tuple(self.vision_layers))
         if isinstance(self.vision_layers, tuple):
-            if len(self.vision_layers) != 4 or not all(_is_positive_int(n) for n in self.vision_layers):
+            if len(self.vision_layers) != 4:
                 raise ValueError(
                     "CLIPConfig.vision_layers: expected a positive int (ViT blocks) or four positive ints "
                     f"(ResNet blocks per stage, e.g. (3, 4, 6, 3)), got {self.vision_layers!r}"
                 )
+            for i, blocks in enumerate(self.vision_layers):
+                check_positive_int(f"CLIPConfig.vision_layers[{i}]", blocks)
         positive = [
             "embed_dim", "image_resolution", "vision_width", "context_length", "vocab_size",
             "transformer_width", "transformer_heads", "transformer_layers",
@@ -71,15 +77,11 @@ class CLIPConfig:
         elif self.vision_patch_size is not None:
             positive.append("vision_patch_size")
         for name in positive:
-            value = getattr(self, name)
-            if not _is_positive_int(value):
-                raise ValueError(f"CLIPConfig.{name}: expected a positive int, got {value!r}")
-        if self.vision_heads is not None and (
-            isinstance(self.vision_heads, bool) or not isinstance(self.vision_heads, int) or self.vision_heads <= 0
-        ):
-            raise ValueError(f"CLIPConfig.vision_heads: expected a positive int or None, got {self.vision_heads!r}")
-        if isinstance(self.mlp_ratio, bool) or not isinstance(self.mlp_ratio, (int, float)) or not self.mlp_ratio > 0:
-            raise ValueError(f"CLIPConfig.mlp_ratio: expected a positive number, got {self.mlp_ratio!r}")
+            wanted = "a positive int (None only for a ResNet)" if name == "vision_patch_size" else None
+            check_positive_int(f"CLIPConfig.{name}", getattr(self, name), expected=wanted)
+        if self.vision_heads is not None:
+            check_positive_int("CLIPConfig.vision_heads", self.vision_heads, expected="a positive int or None")
+        check_number("CLIPConfig.mlp_ratio", self.mlp_ratio, 0, low_open=True)
         if self.is_resnet and self.image_resolution % 32:
             raise ValueError(
                 f"CLIPConfig.image_resolution: expected a multiple of 32 (a ResNet's total stride), "
@@ -102,13 +104,9 @@ class CLIPConfig:
                 f"CLIPConfig.transformer_width: expected a multiple of transformer_heads={self.transformer_heads}, "
                 f"got {self.transformer_width}"
             )
-        if self.eot_token_id is not None and (
-            isinstance(self.eot_token_id, bool) or not isinstance(self.eot_token_id, int)
-            or not 0 <= self.eot_token_id < self.vocab_size
-        ):
-            raise ValueError(
-                f"CLIPConfig.eot_token_id: expected an id in [0, {self.vocab_size}), got {self.eot_token_id}"
-            )
+        if self.eot_token_id is not None:
+            check_int("CLIPConfig.eot_token_id", self.eot_token_id, 0, self.vocab_size - 1,
+                      expected=f"an id in [0, {self.vocab_size})")
 
     @property
     def is_resnet(self) -> bool:
@@ -156,23 +154,11 @@ class CLIPConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "CLIPConfig":
         """Build a config from :meth:`to_dict`'s output (or its JSON round trip), rejecting unknown keys."""
-        if not isinstance(data, dict):
-            raise TypeError(f"data: expected a dict of CLIPConfig fields, got {type(data).__name__}")
+        check_type("data", data, dict, expected="a dict of CLIPConfig fields")
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"data: unknown CLIPConfig field(s) {sorted(unknown)}")
         return cls(**data)
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
-
-
-def check_positive_int(name: str, value: object) -> int:
-    """Return ``value`` if it is a positive int (``bool`` refused), else raise a ``ValueError`` naming ``name``."""
-    if not _is_positive_int(value):
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return value
 
 
 def _official_vit(embed_dim: int, resolution: int, layers: int, width: int, patch: int,
@@ -223,9 +209,8 @@ def get_config(name: str, **overrides: Any) -> CLIPConfig:
     """Return the named configuration, optionally with some fields replaced.
 
     Raises:
+        TypeError: if ``name`` is not a str.
         ValueError: if ``name`` is not one of :func:`list_configs`.
     """
-    if not isinstance(name, str) or name not in CONFIGS:
-        raise ValueError(f"name: expected one of {list_configs()}, got {name!r}")
-    config = CONFIGS[name]
+    config = CONFIGS[check_choice("name", name, list_configs())]
     return config.replace(**overrides) if overrides else config

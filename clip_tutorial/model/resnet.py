@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import check_positive_int
+from clip_tutorial.core.checks import check_positive_int, check_sequence
 
 __all__ = ["Bottleneck", "AttentionPool2d", "ModifiedResNet"]
 
@@ -174,7 +174,8 @@ class ModifiedResNet(nn.Module):
     def __init__(self, layers: Sequence[int], output_dim: int, heads: int, input_resolution: int = 224,
                  width: int = 64) -> None:
         super().__init__()
-        if isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or len(layers) != 4:
+        layers = check_sequence("layers", layers, expected="four block counts such as (3, 4, 6, 3)")
+        if len(layers) != 4:
             raise ValueError(f"layers: expected four block counts such as (3, 4, 6, 3), got {layers!r}")
         for i, count in enumerate(layers):
             check_positive_int(f"layers[{i}]", count)

@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from clip_tutorial.core.checks import check_choice, check_type
+
 from .clip import CLIP
 from .config import CONFIGS, OFFICIAL_MODELS, CLIPConfig
 
@@ -36,15 +38,12 @@ _TOWERS = ("image", "text")
 
 
 def _config_of(model_or_config: CLIP | CLIPConfig | str, argument: str = "model_or_config") -> CLIPConfig:
-    if isinstance(model_or_config, CLIP):
-        return model_or_config.config
-    if isinstance(model_or_config, CLIPConfig):
-        return model_or_config
+    check_type(argument, model_or_config, (CLIP, CLIPConfig, str), expected="a CLIP, a CLIPConfig or a config name")
     if isinstance(model_or_config, str):
-        if model_or_config not in CONFIGS:
-            raise ValueError(f"{argument}: expected a CLIP, a CLIPConfig or one of {list(CONFIGS)}, got {model_or_config!r}")
-        return CONFIGS[model_or_config]
-    raise TypeError(f"{argument}: expected a CLIP, a CLIPConfig or a config name, got {type(model_or_config).__name__}")
+        name = check_choice(argument, model_or_config, list(CONFIGS),
+                            expected=f"a CLIP, a CLIPConfig or one of {list(CONFIGS)}")
+        return CONFIGS[name]
+    return model_or_config.config if isinstance(model_or_config, CLIP) else model_or_config
 
 
 def _meta_model(config: CLIPConfig) -> CLIP:
@@ -128,12 +127,6 @@ def _extrapolated_flops(config: CLIPConfig) -> tuple[int, int]:
     return image, text
 
 
-def _check_tower(tower: str | None, allow_none: bool) -> None:
-    allowed = (None, *_TOWERS) if allow_none else _TOWERS
-    if tower not in allowed:
-        raise ValueError(f"tower: expected one of {list(allowed)}, got {tower!r}")
-
-
 def count_parameters(model_or_config: CLIP | CLIPConfig | str, tower: str | None = None) -> int:
     """Number of parameters (learned tensors' elements; BatchNorm running statistics excluded).
 
@@ -146,7 +139,8 @@ def count_parameters(model_or_config: CLIP | CLIPConfig | str, tower: str | None
 
     Explained in Chapter 2.4.
     """
-    _check_tower(tower, allow_none=True)
+    if tower is not None:
+        check_choice("tower", tower, _TOWERS, expected=f"None or one of {list(_TOWERS)}")
     if isinstance(model_or_config, CLIP):
         return _parameters_of(model_or_config, tower)
     image, text, total = _config_parameters(_config_of(model_or_config))
@@ -174,7 +168,7 @@ def count_flops(model_or_config: CLIP | CLIPConfig | str, tower: str = "image", 
 
     Explained in Chapter 2.4.
     """
-    _check_tower(tower, allow_none=False)
+    check_choice("tower", tower, _TOWERS)
     config = _config_of(model_or_config)
     image, text = _direct_flops(config) if direct else _extrapolated_flops(config)
     return image if tower == "image" else text
@@ -249,8 +243,7 @@ def model_table(names: list[str] | tuple[str, ...] | None = None) -> list[ModelS
     """
     if names is None:
         names = OFFICIAL_MODELS
-    if isinstance(names, str) or not isinstance(names, (list, tuple)):
-        raise TypeError(f"names: expected a list of config names or None, got {type(names).__name__}")
+    check_type("names", names, (list, tuple), expected="a list of config names or None")
     return [model_summary(name) for name in names]
 
 

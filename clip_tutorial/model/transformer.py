@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from clip_tutorial.core.checks import check_positive_int
+
 __all__ = ["LayerNorm", "QuickGELU", "MultiheadAttention", "ResidualAttentionBlock", "Transformer", "causal_mask"]
 
 
@@ -47,6 +49,7 @@ class MultiheadAttention(nn.Module):
 
     def __init__(self, width: int, heads: int) -> None:
         super().__init__()
+        width, heads = check_positive_int("width", width), check_positive_int("heads", heads)
         if width % heads:
             raise ValueError(f"heads: expected a divisor of width={width}, got {heads}")
         self.width, self.heads = width, heads

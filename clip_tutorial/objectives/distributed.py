@@ -23,6 +23,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from clip_tutorial.core.checks import (check_choice, check_int, check_number, check_positive_int, check_tensor,
+                                       check_type, describe)
+
 from .loss import clip_loss
 
 __all__ = ["is_distributed", "rank_and_world", "setup_distributed", "cleanup", "all_reduce_mean",
@@ -72,8 +75,8 @@ def setup_distributed(backend: str | None = None) -> tuple[int, int, torch.devic
         RuntimeError: if ``torch.distributed`` is unavailable or a torchrun variable is missing.
         ValueError: if ``backend`` is unknown or ``nccl`` is asked for without CUDA.
     """
-    if backend is not None and backend not in _BACKENDS:
-        raise ValueError(f"backend: expected one of {_BACKENDS} or None, got {backend!r}")
+    if backend is not None:
+        check_choice("backend", backend, _BACKENDS, expected=f"one of {list(_BACKENDS)} or None")
     if not dist.is_available():
         raise RuntimeError("torch.distributed is not available in this build of PyTorch")
     if is_distributed():  # already joined: report the existing group
@@ -113,8 +116,7 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     Useful for logging: with ``local_loss=True`` each process's loss covers only its own rows, and
     the mean over processes is the loss of the whole batch.
     """
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"value: expected a torch.Tensor, got {type(value).__name__}")
+    check_type("value", value, torch.Tensor)
     if not is_distributed() or dist.get_world_size() == 1:
         return value.detach()
     total = value.detach().clone()
@@ -124,12 +126,8 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
 
 def _check_features(image_features: object, text_features: object) -> None:
     for name, value in (("image_features", image_features), ("text_features", text_features)):
-        if not isinstance(value, torch.Tensor):
-            raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
-        if not value.is_floating_point():
-            raise TypeError(f"{name}: expected a floating-point tensor, got dtype {value.dtype}")
-        if value.ndim != 2 or value.shape[0] == 0:
-            raise ValueError(f"{name}: expected a non-empty (batch, embed_dim) matrix, got shape {tuple(value.shape)}")
+        check_tensor(name, value, ndim=2, floating=True, nonempty=True,
+                     what="a floating-point (batch, embed_dim) matrix")
     if image_features.shape != text_features.shape:
         raise ValueError(
             "image_features, text_features: expected the same (batch, embed_dim) shape, one text per image, "
@@ -229,13 +227,12 @@ def distributed_clip_loss(image_features: torch.Tensor, text_features: torch.Ten
         ``clip_loss(logit_scale * image_features @ text_features.T)``.
     """
     _check_features(image_features, text_features)
-    if not isinstance(local_loss, bool):
-        raise TypeError(f"local_loss: expected a bool, got {type(local_loss).__name__}")
-    if isinstance(logit_scale, bool) or not isinstance(logit_scale, (int, float, torch.Tensor)):
-        raise TypeError(f"logit_scale: expected a number or a one-element tensor, got {type(logit_scale).__name__}")
-    if isinstance(logit_scale, torch.Tensor) and logit_scale.numel() != 1:
-        raise ValueError(f"logit_scale: expected a one-element tensor, got shape {tuple(logit_scale.shape)}")
-    if isinstance(logit_scale, torch.Tensor):
+    check_type("local_loss", local_loss, bool)
+    if not isinstance(logit_scale, torch.Tensor):
+        check_number("logit_scale", logit_scale)
+    elif logit_scale.numel() != 1:
+        raise ValueError(f"logit_scale: expected a number or a one-element tensor, got {describe(logit_scale)}")
+    else:
         logit_scale = logit_scale.reshape(())
     rank, _ = rank_and_world()
     all_images, all_texts = gather_features(image_features, text_features)
@@ -257,11 +254,9 @@ def broadcast_parameters(model: nn.Module, src: int = 0) -> None:
     Does nothing without a process group. Raises ``TypeError`` if ``model`` is not an
     ``nn.Module`` and ``ValueError`` if ``src`` is not a rank of the group.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    rank, world = rank_and_world()
-    if isinstance(src, bool) or not isinstance(src, int) or not 0 <= src < world:
-        raise ValueError(f"src: expected a rank in [0, {world}), got {src!r}")
+    check_type("model", model, nn.Module, expected="a torch.nn.Module")
+    _, world = rank_and_world()
+    check_int("src", src, 0, world - 1, expected=f"a rank in [0, {world})")
     if world == 1:
         return
     for tensor in [*model.parameters(), *model.buffers()]:
@@ -279,8 +274,7 @@ def average_gradients(model: nn.Module) -> None:
     step rather than one per tensor, as DDP's buckets do. A missing gradient counts as zeros.
     Does nothing without a process group; raises ``TypeError`` if ``model`` is not an ``nn.Module``.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    check_type("model", model, nn.Module, expected="a torch.nn.Module")
     _, world = rank_and_world()
     params = [p for p in model.parameters() if p.requires_grad]
     if world == 1 or not params:
@@ -314,15 +308,13 @@ def shard_batch(batch: torch.Tensor, rank: int | None = None, world_size: int | 
         TypeError: if ``batch`` is not a tensor.
         ValueError: if ``W`` does not divide the batch, or ``rank`` is not in ``[0, W)``.
     """
-    if not isinstance(batch, torch.Tensor) or batch.ndim == 0:
-        raise TypeError(f"batch: expected a tensor with a batch dimension, got {type(batch).__name__}")
+    check_type("batch", batch, torch.Tensor, expected="a tensor with a batch dimension")
+    if batch.ndim == 0:
+        raise ValueError("batch: expected a tensor with a batch dimension, got a 0-d tensor")
     own_rank, own_world = rank_and_world()
-    rank = own_rank if rank is None else rank
-    world_size = own_world if world_size is None else world_size
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size <= 0:
-        raise ValueError(f"world_size: expected a positive int, got {world_size!r}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-        raise ValueError(f"rank: expected an int in [0, {world_size}), got {rank!r}")
+    world_size = check_positive_int("world_size", own_world if world_size is None else world_size)
+    rank = check_int("rank", own_rank if rank is None else rank, 0, world_size - 1,
+                     expected=f"an int in [0, {world_size})")
     if batch.shape[0] % world_size:
         raise ValueError(f"batch: expected a batch divisible by world_size={world_size}, got {batch.shape[0]} rows")
     if world_size == 1:

@@ -9,21 +9,15 @@ import math
 import torch
 import torch.nn.functional as F
 
+from clip_tutorial.core.checks import check_sequence, check_tensor
+
 __all__ = ["clip_loss", "contrastive_accuracy", "clip_loss_gradient", "caption_positives", "multi_positive_clip_loss"]
 
 
-def _check_logits(logits_per_image: torch.Tensor) -> None:
-    if not isinstance(logits_per_image, torch.Tensor):
-        raise TypeError(f"logits_per_image: expected a torch.Tensor, got {type(logits_per_image).__name__}")
-    if logits_per_image.ndim != 2 or logits_per_image.shape[0] != logits_per_image.shape[1]:
-        raise ValueError(
-            "logits_per_image: expected a square (batch, batch) matrix whose diagonal holds the matching pairs, "
-            f"got shape {tuple(logits_per_image.shape)}"
-        )
-    if logits_per_image.shape[0] == 0:
-        raise ValueError("logits_per_image: expected a batch of at least one pair, got an empty matrix")
-    if not logits_per_image.is_floating_point():
-        raise TypeError(f"logits_per_image: expected a floating-point tensor, got dtype {logits_per_image.dtype}")
+def _check_logits(logits_per_image: torch.Tensor) -> int:
+    """The batch size of ``logits_per_image`` once it is checked to be a non-empty square float matrix."""
+    return check_tensor("logits_per_image", logits_per_image, shape=("batch", "batch"), floating=True, nonempty=True,
+                        what="a square floating-point (batch, batch) matrix, matching pairs on the diagonal").shape[0]
 
 
 def clip_loss(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | None = None) -> torch.Tensor:
@@ -40,28 +34,18 @@ def clip_loss(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | No
     Returns:
         A scalar tensor: ``(CE(logits_per_image, arange) + CE(logits_per_text, arange)) / 2``.
     """
-    _check_logits(logits_per_image)
-    if logits_per_text is None:
-        logits_per_text = logits_per_image.t()
-    elif not isinstance(logits_per_text, torch.Tensor) or not logits_per_text.is_floating_point():
-        raise TypeError(
-            "logits_per_text: expected a floating-point torch.Tensor, got "
-            + (f"dtype {logits_per_text.dtype}" if isinstance(logits_per_text, torch.Tensor) else type(logits_per_text).__name__)
-        )
-    elif logits_per_text.shape != logits_per_image.shape[::-1]:
-        raise ValueError(
-            f"logits_per_text: expected shape {tuple(logits_per_image.shape[::-1])} (the transpose), "
-            f"got {tuple(logits_per_text.shape)}"
-        )
-    labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    n = _check_logits(logits_per_image)
+    logits_per_text = logits_per_image.t() if logits_per_text is None else check_tensor(
+        "logits_per_text", logits_per_text, shape=(n, n), floating=True,
+        what=f"a floating-point ({n}, {n}) matrix, the transpose of logits_per_image")
+    labels = torch.arange(n, device=logits_per_image.device)
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
 
 
 @torch.no_grad()
 def contrastive_accuracy(logits_per_image: torch.Tensor) -> float:
     """Fraction of rows and columns whose largest logit is on the diagonal (both directions averaged)."""
-    _check_logits(logits_per_image)
-    labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    labels = torch.arange(_check_logits(logits_per_image), device=logits_per_image.device)
     i2t = (logits_per_image.argmax(dim=1) == labels).float().mean()
     t2i = (logits_per_image.argmax(dim=0) == labels).float().mean()
     return float((i2t + t2i) / 2)
@@ -83,8 +67,7 @@ def clip_loss_gradient(logits_per_image: torch.Tensor) -> torch.Tensor:
     Returns:
         A (batch, batch) tensor, equal to what autograd computes for ``clip_loss(logits_per_image)``.
     """
-    _check_logits(logits_per_image)
-    n = logits_per_image.shape[0]
+    n = _check_logits(logits_per_image)
     eye = torch.eye(n, dtype=logits_per_image.dtype, device=logits_per_image.device)
     return (logits_per_image.softmax(dim=1) + logits_per_image.softmax(dim=0) - 2 * eye) / (2 * n)
 
@@ -101,11 +84,7 @@ def caption_positives(captions: list[str]) -> torch.Tensor:
     Returns:
         A bool tensor ``positives`` with ``positives[i, j] == (captions[i] == captions[j])``.
     """
-    if isinstance(captions, str) or not isinstance(captions, (list, tuple)) or not captions:
-        raise TypeError(f"captions: expected a non-empty list of str, got {captions!r:.60}")
-    if not all(isinstance(c, str) for c in captions):
-        raise TypeError("captions: expected every caption to be a str, got "
-                        f"{sorted({type(c).__name__ for c in captions})}")
+    captions = check_sequence("captions", captions, str, nonempty=True)
     ids = {}
     index = torch.tensor([ids.setdefault(c, len(ids)) for c in captions])
     return index[:, None] == index[None, :]
@@ -129,13 +108,9 @@ def multi_positive_clip_loss(logits_per_image: torch.Tensor, positives: torch.Te
     Returns:
         A scalar tensor.
     """
-    _check_logits(logits_per_image)
-    if not isinstance(positives, torch.Tensor) or positives.dtype != torch.bool:
-        got = f"dtype {positives.dtype}" if isinstance(positives, torch.Tensor) else type(positives).__name__
-        raise TypeError(f"positives: expected a bool tensor, got {got}")
-    if positives.shape != logits_per_image.shape:
-        raise ValueError(f"positives: expected shape {tuple(logits_per_image.shape)} like the logits, "
-                         f"got {tuple(positives.shape)}")
+    n = _check_logits(logits_per_image)
+    check_tensor("positives", positives, shape=(n, n), dtype=torch.bool,
+                 what=f"a bool ({n}, {n}) matrix like the logits")
     if not bool(positives.diagonal().all()):
         raise ValueError("positives: expected True on the diagonal (each image matches its own caption)")
     positives = positives.to(logits_per_image.device)

@@ -33,6 +33,8 @@ import ftfy
 import regex
 import torch
 
+from clip_tutorial.core.checks import check_sequence, check_type
+
 from .tokenizer import BaseTokenizer
 
 __all__ = [
@@ -79,8 +81,7 @@ def clean_text(text: str) -> str:
     Plain printable ASCII without ``&`` is already clean, so it skips ``ftfy`` (which would return
     it unchanged) and only has its whitespace collapsed and its letters lower-cased.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"text: expected a str, got {type(text).__name__}")
+    check_type("text", text, str)
     if _NEEDS_FIXING.search(text):
         text = html.unescape(html.unescape(ftfy.fix_text(text)))
     return " ".join(text.split()).lower()
@@ -120,8 +121,8 @@ def load_merges(path: str | os.PathLike | None = None, num_merges: int = OFFICIA
     """
     if path is None:
         path = importlib.resources.files("clip_tutorial") / "assets" / "bpe_simple_vocab_16e6.txt.gz"
-    elif not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"path: expected a path to a .txt.gz merge file or None, got {type(path).__name__}")
+    else:
+        check_type("path", path, (str, os.PathLike), expected="a path to a .txt.gz merge file or None")
     with gzip.open(path, "rt", encoding="utf-8") as f:  # type: ignore[arg-type]
         lines = f.read().split("\n")[1: num_merges + 1]
     merges = [tuple(line.split()) for line in lines]
@@ -152,10 +153,9 @@ class BPETokenizer(BaseTokenizer):
     """
 
     def __init__(self, merges: Sequence[tuple[str, str]] | None = None, context_length: int = 77) -> None:
-        merges = load_merges() if merges is None else merges
-        if isinstance(merges, str) or not isinstance(merges, Sequence):
-            raise TypeError(f"merges: expected a sequence of (str, str) pairs, got {type(merges).__name__}")
-        bad = [m for m in merges if not (isinstance(m, (tuple, list)) and len(m) == 2 and all(isinstance(s, str) and s for s in m))]
+        merges = check_sequence("merges", load_merges() if merges is None else merges, (tuple, list),
+                                expected="a sequence of (str, str) pairs")
+        bad = [m for m in merges if len(m) != 2 or not all(isinstance(s, str) and s for s in m)]
         if bad:
             raise TypeError(f"merges: expected pairs of two non-empty str, got e.g. {bad[0]!r}")
         self.merges = [(a, b) for a, b in merges]
@@ -214,16 +214,7 @@ class BPETokenizer(BaseTokenizer):
 
         Special ids decode to their names; invalid UTF-8 (a cut multi-byte character) becomes ``�``.
         """
-        if isinstance(ids, torch.Tensor):
-            if ids.ndim != 1:
-                raise ValueError(f"ids: expected a 1-D sequence of ids, got a tensor of shape {tuple(ids.shape)}")
-            ids = ids.tolist()
-        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-            raise TypeError(f"ids: expected a sequence of int or a 1-D tensor, got {type(ids).__name__}")
-        for i in ids:
-            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.vocab_size:
-                raise ValueError(f"ids: expected ints in [0, {self.vocab_size}), got {i!r}")
-        text = "".join(self.itos[i] for i in ids)
+        text = "".join(self.itos[i] for i in self.check_ids(ids))
         raw = bytearray(self._byte_decoder[c] for c in text)
         return raw.decode("utf-8", errors="replace").replace(END_OF_WORD, " ")
 

@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from clip_tutorial.core.checks import check_int, check_sequence
+
 from .bpe import merge_pair, pretokenize, spell
 
 __all__ = ["BPEStep", "BPETrainingResult", "learn_bpe"]
@@ -77,21 +79,16 @@ def learn_bpe(texts: Iterable[str], num_merges: int, min_count: int = 2) -> BPET
         A :class:`BPETrainingResult` with the merges in order and one :class:`BPEStep` per merge.
 
     Raises:
-        TypeError: if ``texts`` is a single str or holds something that is not a str.
+        TypeError: if ``texts`` is a single str or holds something that is not a str, or
+            ``num_merges`` or ``min_count`` is not an int.
         ValueError: if ``num_merges`` < 0 or ``min_count`` < 1.
     """
-    if isinstance(texts, str) or not isinstance(texts, Iterable):
-        raise TypeError(f"texts: expected an iterable of str (a list of captions), got {type(texts).__name__}")
-    for name, value, low in (("num_merges", num_merges, 0), ("min_count", min_count, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+    texts = check_sequence("texts", texts, str, iterable=True, expected="an iterable of str (a list of captions)")
+    num_merges, min_count = check_int("num_merges", num_merges, 0), check_int("min_count", min_count, 1)
     piece_counts: Counter[str] = Counter()
-    num_texts = 0
     for text in texts:
-        if not isinstance(text, str):
-            raise TypeError(f"texts: expected every item to be a str, got {type(text).__name__}")
         piece_counts.update(pretokenize(text))
-        num_texts += 1
+    num_texts = len(texts)
     words = {piece: tuple(spell(piece)) for piece in piece_counts}
     initial = sum(len(words[p]) * c for p, c in piece_counts.items())
     merges: list[tuple[str, str]] = []

@@ -16,6 +16,8 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
+from clip_tutorial.core.checks import check_int, check_sequence, check_tensor, check_type
+
 __all__ = ["BaseTokenizer", "WordTokenizer"]
 
 
@@ -52,10 +54,23 @@ class BaseTokenizer:
 
     @staticmethod
     def check_context_length(length: object) -> int:
-        """Return ``length`` if it is an int >= 2 (room for the start and end tokens), else raise ``ValueError``."""
-        if isinstance(length, bool) or not isinstance(length, int) or length < 2:
-            raise ValueError(f"context_length: expected an int >= 2 (room for start and end tokens), got {length!r}")
-        return length
+        """Return ``length`` if it is an int >= 2 (room for the start and end tokens).
+
+        Raises ``TypeError`` for a non-int and ``ValueError`` for an int below 2.
+        """
+        return check_int("context_length", length, minimum=2, expected="an int >= 2 (room for start and end tokens)")
+
+    def check_ids(self, ids: Sequence[int] | torch.Tensor) -> list[int]:
+        """Return ``ids`` (a sequence of ints or a 1-D tensor) as a list of ints, each in ``[0, vocab_size)``.
+
+        Raises ``TypeError`` for something that is not a sequence of ints and ``ValueError`` for a
+        tensor that is not 1-D or an id out of range.
+        """
+        if isinstance(ids, torch.Tensor):
+            ids = check_tensor("ids", ids, ndim=1, what="a 1-D sequence of ids").tolist()
+        ids = check_sequence("ids", ids, expected="a sequence of int or a 1-D tensor")
+        return [check_int(f"ids[{i}]", t, 0, self.vocab_size - 1, expected=f"an id in [0, {self.vocab_size})")
+                for i, t in enumerate(ids)]
 
     def encode_one(self, text: str) -> list[int]:
         """Ids of one text with start and end tokens, no padding or truncation."""
@@ -68,16 +83,11 @@ class BaseTokenizer:
         as ``open_clip.tokenize`` does, so the text tower still has an end token to read.
 
         Raises:
-            TypeError: if ``texts`` is not a str or a sequence of str.
+            TypeError: if ``texts`` is not a str or a sequence of str, or ``context_length`` is not an int.
             ValueError: if ``texts`` is empty or ``context_length`` is < 2.
         """
-        if isinstance(texts, str):
-            texts = [texts]
-        if not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
-            kind = type(texts).__name__ if not isinstance(texts, Sequence) else "a sequence holding non-str items"
-            raise TypeError(f"texts: expected a str or a list of str, got {kind}")
-        if len(texts) == 0:
-            raise ValueError("texts: expected at least one text, got an empty list")
+        texts = check_sequence("texts", [texts] if isinstance(texts, str) else texts, str, nonempty=True,
+                               expected="a str or a list of str")
         length = self.context_length if context_length is None else self.check_context_length(context_length)
         flat = array.array("q")  # one flat int64 buffer: much faster to turn into a tensor than nested lists
         for text in texts:
@@ -103,11 +113,9 @@ class WordTokenizer(BaseTokenizer):
     PAD, UNK, SOT, EOT = "<pad>", "<unk>", "<start>", "<end>"
 
     def __init__(self, words: Iterable[str], context_length: int = 16) -> None:
-        if isinstance(words, str):
-            raise TypeError("words: expected an iterable of words, got a single str (split it first)")
+        words = check_sequence("words", words, str, iterable=True, nonempty=True,
+                               expected="an iterable of words (a single str must be split first)")
         vocab = sorted({w.lower() for w in words})
-        if not vocab:
-            raise ValueError("words: expected at least one word, got an empty vocabulary")
         specials = (self.PAD, self.UNK, self.SOT, self.EOT)
         bad = [w for w in vocab if w in specials or self.split(w) != [w]]
         if bad:
@@ -123,8 +131,7 @@ class WordTokenizer(BaseTokenizer):
 
     def split(self, text: str) -> list[str]:
         """Lower-case ``text`` and split it into words (punctuation other than letters is dropped)."""
-        if not isinstance(text, str):
-            raise TypeError(f"text: expected a str, got {type(text).__name__}")
+        check_type("text", text, str)
         cleaned = "".join(ch if ch.isalnum() or ch.isspace() or ch in "-'" else " " for ch in text.lower())
         return cleaned.split()
 
@@ -134,19 +141,13 @@ class WordTokenizer(BaseTokenizer):
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Words of one encoded text, without start, end and padding tokens."""
-        if isinstance(ids, torch.Tensor):
-            if ids.ndim != 1:
-                raise ValueError(f"ids: expected one 1-D sequence of ids, got shape {tuple(ids.shape)}")
-            ids = ids.tolist()
         words = []
-        for i in ids:
-            if not 0 <= int(i) < self.vocab_size:
-                raise ValueError(f"ids: expected ids in [0, {self.vocab_size}), got {i}")
-            if int(i) in (self.pad_id, self.sot_id):
+        for i in self.check_ids(ids):
+            if i in (self.pad_id, self.sot_id):
                 continue
-            if int(i) == self.eot_id:
+            if i == self.eot_id:
                 break
-            words.append(self.itos[int(i)])
+            words.append(self.itos[i])
         return " ".join(words)
 
     def to_json(self) -> str:

@@ -76,7 +76,7 @@ def shipped_card(name: str) -> dict[str, Any]:
 def shipped_recipe(name: str) -> Recipe:
     """The recipe that trained the shipped model ``name``, rebuilt from the settings its card records.
 
-    :func:`~clip_tutorial.train.recipes.load_or_train` compares it with the current recipe of that name,
+    :func:`load_or_train` compares it with the current recipe of that name,
     so a recipe edited after the model was shipped is trained afresh rather than answered with
     weights that no longer match it.
 
