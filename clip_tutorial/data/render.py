@@ -16,8 +16,6 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
-# Temporary re-export: some modules still import check_choice and check_int from here; once they import them
-# from clip_tutorial.core.checks, these two names are only this module's own imports.
 from clip_tutorial.core.checks import check_choice, check_int, check_number, check_sequence
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon", "diamond", "cross", "heart")

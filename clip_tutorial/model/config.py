@@ -8,8 +8,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-# Temporary re-export: some modules still import check_positive_int from here; once they import it from
-# clip_tutorial.core.checks, the name is only this module's own import.
 from clip_tutorial.core.checks import check_choice, check_int, check_number, check_positive_int, check_type
 
 __all__ = ["CLIPConfig", "CONFIGS", "OFFICIAL_MODELS", "get_config", "list_configs"]
