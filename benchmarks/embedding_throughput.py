@@ -4,7 +4,7 @@
 The figure is the throughput of ``clip_tutorial.encode_images``, the function that builds a search
 index (Chapter 5.2): batches through the image tower without gradients, L2-normalised features, copied
 back to the CPU. The reference, timed in the same run, is ``transformers.CLIPModel.get_image_features``
-on a model converted from ours with ``clip_tutorial.weights.convert.to_hf`` (so both compute the same
+on a model converted from ours with ``clip_tutorial.weights.hf.to_hf`` (so both compute the same
 function; the features are checked to agree), followed by the same normalisation.
 
 Models: a shipped model by name (default ``ch3-best``, the one Chapter 5 uses: 32 px images, a
@@ -57,7 +57,7 @@ def _reference(hf_model, images, batch_size: int, device):
 
 def _measure(label: str, model, images, batch_sizes: list[int], repeat: int, device) -> list[dict]:
 
-    from clip_tutorial.weights.convert import to_hf
+    from clip_tutorial.weights.hf import to_hf
     from clip_tutorial.evaluation.zeroshot import encode_images
 
     model = model.to(device).eval()

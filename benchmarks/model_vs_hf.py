@@ -2,7 +2,7 @@
 """Speed of clip_tutorial's CLIP against transformers.CLIPModel with the same weights, on the CPU.
 
 For each configuration, our model is built with random weights and converted with
-``clip_tutorial.weights.convert.to_hf``, so both compute the same function. Two things are timed:
+``clip_tutorial.weights.hf.to_hf``, so both compute the same function. Two things are timed:
 
 * one training step: forward on a batch of image-text pairs, CLIP's contrastive loss
   (``clip_tutorial.objectives.loss.clip_loss`` on each model's logits), backward, AdamW step;
@@ -53,7 +53,7 @@ def _time(fn) -> float:
 def bench_config(name: str, repeat: int) -> dict:
     import torch
 
-    from clip_tutorial.weights.convert import to_hf
+    from clip_tutorial.weights.hf import to_hf
     from clip_tutorial.objectives.loss import clip_loss
     from clip_tutorial.model import CLIP
 

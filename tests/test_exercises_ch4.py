@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from clip_tutorial.exercises.core import wrap_feedback
-from clip_tutorial.weights import convert, pretrained
+from clip_tutorial.weights import pretrained
 from clip_tutorial.exercises import ch4, registry
 from clip_tutorial.model import CLIP, CLIPConfig, get_config, list_configs
+from clip_tutorial.weights.hf import hf_config, to_hf_state_dict
 from exercise_harness import assert_fails_with_hint, assert_passes
 
 # -- correct solutions, written independently of the references ------------------------------
@@ -81,7 +82,7 @@ def test_reference_hf_name_agrees_with_the_converter_on_every_key_of_vit_b32():
     config = get_config("ViT-B/32")
     with torch.device("meta"):
         model = CLIP(config)
-    hf_keys = set(convert.to_hf_state_dict(model))
+    hf_keys = set(to_hf_state_dict(model))
     renamed = {ch4.reference_hf_name(k) for k in model.state_dict() if ".attn.in_proj_" not in k}
     assert renamed <= hf_keys and len(hf_keys - renamed) == 6 * (config.vision_layers + config.transformer_layers)
 
@@ -256,7 +257,7 @@ def test_implement_checks_want_the_function_itself(check):
 def test_the_buggy_converter_loads_into_transformers_and_gives_other_outputs():
     transformers = pytest.importorskip("transformers")
     model = ch4._random_biases(ch4._seeded(ch4._NO_SQUARE, 1), 2)
-    hf = transformers.CLIPModel(convert.hf_config(model.config)).eval()
+    hf = transformers.CLIPModel(hf_config(model.config)).eval()
     hf.load_state_dict(ch4.buggy_to_hf_state_dict(model), strict=True)  # no error: every shape fits
     images, texts = ch4._inputs(model.config, 0)
     with torch.no_grad():
@@ -267,13 +268,13 @@ def test_the_buggy_converter_loads_into_transformers_and_gives_other_outputs():
 
 def test_the_shown_converters_differ_from_the_right_one_only_where_the_exercise_says():
     model = ch4._seeded(ch4._NO_SQUARE, 3)
-    right = convert.to_hf_state_dict(model)
+    right = to_hf_state_dict(model)
     buggy = ch4.buggy_to_hf_state_dict(model)
     differ = sorted(k for k in right if not torch.equal(right[k], buggy[k]))
     assert differ and all(re.search(r"self_attn\.[qk]_proj\.(weight|bias)$", k) for k in differ)
     square = dataclasses.replace(ch4._NO_SQUARE, transformer_width=24, transformer_heads=4)
     model = ch4._seeded(square, 4)
-    right, untransposed = convert.to_hf_state_dict(model), ch4.transposeless_hf_state_dict(model)
+    right, untransposed = to_hf_state_dict(model), ch4.transposeless_hf_state_dict(model)
     assert sorted(k for k in right if not torch.equal(right[k], untransposed[k])) == [
         "text_projection.weight", "visual_projection.weight"]
 

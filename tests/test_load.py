@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_tiny_clip
-from test_convert import HEAD32, _logit_error, _open_clip_model, _perturb_
+from test_architecture import HEAD32, _logit_error, _open_clip_model
+from test_convert import _perturb_
 from test_pretrained import _archive_with_pickle, _Evil, sha256, traced_clip
 
 from clip_tutorial.data import ShapesWorld
@@ -26,7 +27,7 @@ from clip_tutorial.text.bpe import BPETokenizer
 from clip_tutorial.text.tokenizer import WordTokenizer
 from clip_tutorial.weights import LoadedCLIP, load
 from clip_tutorial.weights.checkpoints import checkpoint_paths, save_checkpoint
-from clip_tutorial.weights.convert import hf_config
+from clip_tutorial.weights.hf import hf_config
 from clip_tutorial.weights.pretrained import PRETRAINED, PretrainedSource, load_pretrained
 from clip_tutorial.weights.torchscript import UnsafeArchiveError
 

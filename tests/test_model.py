@@ -2,7 +2,7 @@
 
 Every reference here is independent of the code under test: ``torch.nn.MultiheadAttention``, the key
 set and parameter counts of OpenAI's released checkpoints, or a formula written out in the test.
-The comparison with ``transformers.CLIPModel`` lives in ``test_convert.py``, beside the converters.
+The comparison with ``transformers.CLIPModel`` lives in ``test_hf.py``, beside the Hugging Face converters.
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from clip_tutorial.core.checks import check_positive_int, check_type
-from clip_tutorial.weights import convert
+from clip_tutorial.weights.hf import from_hf_state_dict, hf_names, hf_towers, to_hf_state_dict
 from clip_tutorial.model import CLIP, CLIPConfig, get_config
 from clip_tutorial.model.transformer import QuickGELU
 from clip_tutorial.data.preprocess import center_crop
@@ -70,13 +70,13 @@ _MAX_LAYERS = 48
 @functools.lru_cache(maxsize=1)
 def _hf_names() -> dict[str, str]:
     config = dataclasses.replace(get_config("ViT-L/14"), vision_layers=_MAX_LAYERS, transformer_layers=_MAX_LAYERS)
-    return convert._hf_names(config)
+    return hf_names(config)
 
 
 def reference_hf_name(key: str) -> str:
     """Hugging Face's name for the OpenAI / open_clip parameter ``key`` of a vision-transformer CLIP.
 
-    Read from the table :func:`clip_tutorial.weights.convert.to_hf_state_dict` uses. The packed
+    Read from the table :func:`clip_tutorial.weights.hf.to_hf_state_dict` uses. The packed
     ``attn.in_proj_weight`` and ``attn.in_proj_bias`` are split into three tensors rather than
     renamed, so they have no single name. Explained in Chapter 4.1.
 
@@ -338,13 +338,13 @@ def check_quick_gelu_gap(prediction: object, *, verbose: bool = True) -> CheckRe
 # -- Exercise 4 (4.1): predict, a converter that forgets to transpose -------------------------------
 
 def transposeless_hf_state_dict(model: CLIP) -> dict[str, torch.Tensor]:
-    """:func:`clip_tutorial.weights.convert.to_hf_state_dict` with one bug: the projections are not transposed.
+    """:func:`clip_tutorial.weights.hf.to_hf_state_dict` with one bug: the projections are not transposed.
 
     ``visual.proj`` and ``text_projection`` keep OpenAI's (in, out) layout, where Hugging Face's
     ``nn.Linear`` weights are (out, in). For the exercise "A converter that forgets to transpose"
     of Chapter 4.1.
     """
-    state = convert.to_hf_state_dict(model)
+    state = to_hf_state_dict(model)
     for name in ("visual_projection.weight", "text_projection.weight"):
         state[name] = state[name].t().contiguous()  # back to OpenAI's layout: the bug
     return state
@@ -391,7 +391,7 @@ def _measure_forgot_transpose() -> str:
     model = _seeded(_SQUARE_TEXT, 0)
     state = transposeless_hf_state_dict(model)
     try:
-        loaded = convert.from_hf_state_dict(state, _SQUARE_TEXT)
+        loaded = from_hf_state_dict(state, _SQUARE_TEXT)
     except ValueError as err:
         named = [n for n in ("visual_projection.weight", "text_projection.weight") if n in str(err)]
         if len(named) == 2:
@@ -399,7 +399,7 @@ def _measure_forgot_transpose() -> str:
         if named != ["visual_projection.weight"]:
             raise RuntimeError(f"forgot_transpose: unexpected error {err}") from None
         state["visual_projection.weight"] = state["visual_projection.weight"].t().contiguous()
-        image_gap, text_gap = _gaps(model, convert.from_hf_state_dict(state, _SQUARE_TEXT), _SQUARE_TEXT)
+        image_gap, text_gap = _gaps(model, from_hf_state_dict(state, _SQUARE_TEXT), _SQUARE_TEXT)
         if image_gap <= 1e-6 and text_gap > 1e-3:
             return "b"
         raise RuntimeError(f"forgot_transpose: gaps {image_gap:.2g}, {text_gap:.2g} match no choice")
@@ -416,7 +416,7 @@ def check_forgot_transpose(answer: object, *, verbose: bool = True) -> CheckResu
 
     The experiment converts a small random CLIP shaped like ViT-B/32 (a square text projection,
     a non-square image projection) with :func:`transposeless_hf_state_dict`, loads the result
-    strictly with :func:`clip_tutorial.weights.convert.from_hf_state_dict` (which checks every name and
+    strictly with :func:`clip_tutorial.weights.hf.from_hf_state_dict` (which checks every name and
     shape, as ``transformers`` does with strict loading), fixes what the error names, and
     compares the embeddings with the original's. Explained in Chapter 4.1.
 
@@ -441,10 +441,10 @@ def buggy_to_hf_state_dict(model: CLIP) -> dict[str, torch.Tensor]:
     """A converter to Hugging Face's names with one bug; its output loads without error."""
     state, config = model.state_dict(), model.config
     out = {}
-    for ours, theirs in convert._hf_names(config).items():  # every one-to-one renaming
+    for ours, theirs in hf_names(config).items():  # every one-to-one renaming
         value = state[ours]
         out[theirs] = value.t() if ours in ("visual.proj", "text_projection") else value
-    for ours, theirs, layers in convert._towers(config):  # both towers' attention blocks
+    for ours, theirs, layers in hf_towers(config):  # both towers' attention blocks
         for i in range(layers):
             for kind in ("weight", "bias"):
                 packed = state[f"{ours}.{i}.attn.in_proj_{kind}"]
@@ -459,10 +459,10 @@ def _converter(model: CLIP, *, order: str = "kqv", transpose: bool = True, dim: 
     """:func:`buggy_to_hf_state_dict` with each of the changes the exercise's choices propose."""
     state, config = model.state_dict(), model.config
     out = {}
-    for ours, theirs in convert._hf_names(config).items():
+    for ours, theirs in hf_names(config).items():
         value = state[ours]
         out[theirs] = value.t() if transpose and ours in ("visual.proj", "text_projection") else value
-    for ours, theirs, layers in convert._towers(config):
+    for ours, theirs, layers in hf_towers(config):
         for i in range(layers):
             for kind in ("weight", "bias"):
                 packed = state[f"{ours}.{i}.attn.in_proj_{kind}"]
@@ -501,7 +501,7 @@ def _random_biases(model: CLIP, seed: int) -> CLIP:
 def _round_trip_gap(model: CLIP, state: dict[str, torch.Tensor]) -> float:
     """How far the model that ``state`` loads into is from ``model`` (inf when it does not load)."""
     try:
-        loaded = convert.from_hf_state_dict(state, model.config)
+        loaded = from_hf_state_dict(state, model.config)
     except (ValueError, RuntimeError):
         return math.inf
     return max(_gaps(model, loaded, model.config))
@@ -529,7 +529,7 @@ def check_swapped_qk(answer: object, *, verbose: bool = True) -> CheckResult:
 
     The experiment converts a small random CLIP with it (no projection square, biases non-zero),
     then makes the change each choice proposes, one at a time, and loads every result strictly
-    with :func:`clip_tutorial.weights.convert.from_hf_state_dict`. The right diagnosis is the only change
+    with :func:`clip_tutorial.weights.hf.from_hf_state_dict`. The right diagnosis is the only change
     after which the loaded model's embeddings equal the original's. Explained in Chapter 4.1.
 
     Args:

@@ -101,7 +101,7 @@ class Recipe:
 #: (The recipes train vision transformers, so the ResNet tower and the size/cost tools are not among them.)
 TRAINING_SOURCES = ("core", "model/config.py", "model/transformer.py", "model/vision.py", "model/clip.py",
                     "data/render.py", "data/shapesworld.py", "data/augment.py", "text/tokenizer.py", "objectives",
-                    "weights/checkpoints.py", "weights/convert.py", "train/loop.py", "train/state.py",
+                    "weights/checkpoints.py", "weights/architecture.py", "train/loop.py", "train/state.py",
                     "train/recipes.py")
 
 

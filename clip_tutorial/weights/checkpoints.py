@@ -30,7 +30,7 @@ from clip_tutorial.core import storage
 from clip_tutorial.model import CLIP, CLIPConfig
 from clip_tutorial.text.bpe import OFFICIAL_NUM_MERGES, BPETokenizer, load_merges
 from clip_tutorial.text.tokenizer import BaseTokenizer, WordTokenizer
-from .convert import check_state_dict
+from .architecture import check_state_dict
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "checkpoint_paths", "read_description", "FORMAT", "VERSION"]
 

@@ -21,8 +21,8 @@ Underneath they share two readers and one check. Every checkpoint of ours (shipp
 Every released-format file (OpenAI's TorchScript archives, open_clip's and Hugging Face's state dicts)
 is read by :func:`~clip_tutorial.weights.pretrained.read_state_dict`, which runs no code from it, and
 built by :func:`~clip_tutorial.weights.convert.from_openai_state_dict` (or
-:func:`~clip_tutorial.weights.convert.from_hf_state_dict` for Hugging Face's names). All of them end
-in :func:`~clip_tutorial.weights.convert.check_state_dict` and a strict ``load_state_dict`` into
+:func:`~clip_tutorial.weights.hf.from_hf_state_dict` for Hugging Face's names). All of them end
+in :func:`~clip_tutorial.weights.architecture.check_state_dict` and a strict ``load_state_dict`` into
 :class:`~clip_tutorial.model.CLIP`. :func:`load` and ``load_pretrained`` pair the model with its
 tokenizer and preprocessing in one place, :func:`~clip_tutorial.weights.pretrained.bundle`;
 ``load_shipped`` and ``load_or_train`` return the checkpoint's tokenizer without a preprocessing step,
@@ -44,7 +44,9 @@ from clip_tutorial.data import MEAN, STD
 from clip_tutorial.model import CLIP, CLIPConfig
 from clip_tutorial.model.config import CONFIGS
 from .checkpoints import checkpoint_paths, load_checkpoint
-from .convert import config_facts, from_hf_state_dict, from_openai_state_dict, read_config_file
+from .configs import config_facts, read_config_file
+from .convert import from_openai_state_dict
+from .hf import from_hf_state_dict
 from .pretrained import (PRETRAINED, LoadedCLIP, bundle, clip_tokenizer, list_pretrained, load_pretrained,
                          read_state_dict)
 from .torchscript import is_torchscript_archive
@@ -166,7 +168,7 @@ def load(source: str | os.PathLike, config: Any = None, *, device: torch.device 
     number of ids) and CLIP's :class:`~clip_tutorial.data.preprocess.Preprocess` at the model's
     resolution. A file's head counts and activation, which no tensor shape shows, come from ``config``
     or ``stated``; OpenAI's own archives are recognised by their SHA-256. Without them the rules of
-    :func:`~clip_tutorial.weights.convert.config_from_state_dict` apply: OpenAI's choices with a
+    :func:`~clip_tutorial.weights.architecture.config_from_state_dict` apply: OpenAI's choices with a
     warning where they are safe to assume, an error where they are not. Explained in Chapter 4.
 
     Args:
