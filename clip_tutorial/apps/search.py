@@ -228,7 +228,7 @@ class EmbeddingIndex:
         description = {"dim": self.dim, "count": len(self), "normalize": self.normalize, "ids": self._ids,
                        "metadata": metadata, "file": weights.name}
         return save_tensors(weights, {"embeddings": self._matrix}, description, format=FORMAT,
-                            kind="embedding index")[1]
+                            kind="embedding index", indent=None)[1]  # one line: ids for every row
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> EmbeddingIndex:

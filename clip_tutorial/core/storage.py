@@ -85,7 +85,8 @@ def _flush(path: Path) -> None:
 
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], description: Mapping[str, Any], *,
-                 format: str, version: int = 1, name: str = "path", kind: str = "file") -> tuple[Path, Path]:
+                 format: str, version: int = 1, name: str = "path", kind: str = "file",
+                 indent: int | None = 1) -> tuple[Path, Path]:
     """Write ``tensors`` to ``<path>.safetensors`` and ``description`` to ``<path>.json``, atomically.
 
     The JSON file holds ``{"format": format, "version": version, **description, "sha256": ...}``.
@@ -102,6 +103,7 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], d
         version: the version of that format's layout.
         name: the caller's argument name, for error messages (e.g. ``"checkpoint_dir"``).
         kind: what the pair is, for error messages (e.g. ``"checkpoint"``).
+        indent: the JSON indentation (``None``: one line, for large descriptions such as an index's ids).
 
     Returns:
         ``(tensor_file, json_file)``.
@@ -134,7 +136,7 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], d
         _flush(temporaries[0])
         full["sha256"] = sha256_file(temporaries[0])
         with open(temporaries[1], "x", encoding="utf-8") as handle:
-            handle.write(json.dumps(full, indent=1, ensure_ascii=False) + "\n")
+            handle.write(json.dumps(full, indent=indent, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporaries[0], weights)
