@@ -1,0 +1,134 @@
+"""The browser checks can fail: each one catches a defect planted in a copy of a real page.
+
+The copy of the book lies in a temporary folder (links to the real files, and one rewritten
+page, Chapter 2.3, which has maths, images, a widget and a Colab button).
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from browser_tests import book_browser as bb
+
+PAGE = "chapters/ch2/03_contrastive_maths"
+CONFIG = bb.load_config()
+
+
+def _mirror(src: Path, dst: Path, replaced: str) -> None:
+    """Link every file of ``src`` into ``dst``, except ``replaced`` (a relative path), left to write."""
+    dst.mkdir(parents=True)
+    parts = Path(replaced).parts
+    for entry in src.iterdir():
+        if entry.name == parts[0] and len(parts) > 1:
+            _mirror(entry, dst / entry.name, str(Path(*parts[1:])))
+        elif entry.name != parts[0]:
+            (dst / entry.name).symlink_to(entry.resolve())
+
+
+def _plant(text: str, old: str, new: str, count: int = 1) -> str:
+    assert old in text, f"the page no longer contains {old[:60]!r}: update the planted defect"
+    return text.replace(old, new, count)
+
+
+def break_page(text: str) -> str:
+    """Chapter 2.3 with one defect of every kind the checks look for."""
+    # after the page's title, inside its first section (MathJax typesets $$...$$ by itself, but a
+    # single-dollar formula that the Markdown parser missed stays raw)
+    heading_end = text.index("</h1>", text.index('<span class="section-number">')) + len("</h1>")
+    planted = ('<p>Planted: the temperature $\\tau = 0.07$ here, <span class="math notranslate nohighlight">'
+               '\\(x^2^3\\)</span>, <span class="math notranslate nohighlight">\\(\\plantedundefined\\)</span>, <a href="../ch1/no_such_page.html">a lost page</a> and '
+               '<a href="#no-such-anchor">a lost anchor</a>.</p>')
+    text = text[:heading_end] + planted + text[heading_end:]
+    text = _plant(text, "</body>", '<script>throw new Error("planted error")</script></body>')
+    text = _plant(text, '<div class="cell_output docutils container">',
+                  '<div class="cell_output docutils container">'
+                  '<div class="output traceback highlight-ipythontb notranslate"><pre>'
+                  'Traceback (most recent call last):\nValueError: planted</pre></div>'
+                  '<div class="output text_plain highlight-myst-ansi notranslate"><pre>'
+                  '&lt;Figure size 640x480 with 1 Axes&gt;</pre></div>')
+    # The static figure of the temperature explorer: its cell's image no longer loads.
+    figure_cell = re.search(r"temperature_figure</span><span class=\"p\">\(.*?<img [^>]*src=\"([^\"]+)\"", text, re.S)
+    assert figure_cell, "no temperature_figure cell with an image: update the planted defect"
+    text = text.replace(figure_cell.group(1), figure_cell.group(1).replace(".png", "-missing.png"))
+    view = re.search(r'("model_id": ")([0-9a-f]+)(")', text)
+    assert view, "no widget view on the page: update the planted defect"
+    text = text.replace(view.group(0), f"{view.group(1)}0000planted0000{view.group(3)}", 1)
+    good = bb.launch_url(PAGE, CONFIG)
+    return _plant(text, good, good.replace("03_contrastive_maths", "03_old_name"))
+
+
+@pytest.fixture(scope="module")
+def broken_report(book_html: Path, browser: Any, assets: Path,
+                  tmp_path_factory: pytest.TempPathFactory) -> bb.PageReport:
+    folder = tmp_path_factory.mktemp("broken-book") / "html"
+    _mirror(book_html, folder, f"{PAGE}.html")
+    (folder / f"{PAGE}.html").write_text(break_page((book_html / f"{PAGE}.html").read_text(encoding="utf-8")),
+                                         encoding="utf-8")
+    with bb.serve(folder) as url:
+        report = bb.Reader(browser, url, assets, None).visit(PAGE)
+        report.links = bb.link_defects(report, folder, url)  # type: ignore[attr-defined]
+    return report
+
+
+def _expect(defects: list[str], *needles: str) -> None:
+    for needle in needles:
+        assert any(needle in d for d in defects), f"no defect mentions {needle!r}: {defects}"
+
+
+def test_console_check_catches_an_error_and_a_missing_file(broken_report: bb.PageReport) -> None:
+    _expect(bb.console_defects(broken_report), "planted error", "failed request: 404", "-missing.png")
+
+
+def test_image_check_catches_a_missing_image(broken_report: bb.PageReport) -> None:
+    _expect(bb.image_defects(broken_report), "-missing.png")
+
+
+def test_output_check_catches_traceback_repr_and_stateless_widget(broken_report: bb.PageReport) -> None:
+    _expect(bb.output_defects(broken_report), "traceback output", "a traceback", "an object repr",
+            "0000planted0000 has no saved state")
+
+
+def test_maths_check_catches_raw_tex_and_a_tex_error(broken_report: bb.PageReport) -> None:
+    _expect(bb.maths_defects(broken_report), "raw TeX left in the text", "TeX error: Double exponent",
+            "does not know, drawn in red: '\\\\plantedundefined'")
+
+
+def test_link_check_catches_a_lost_page_and_anchor(broken_report: bb.PageReport) -> None:
+    _expect(broken_report.links, "no file chapters/ch1/no_such_page.html",  # type: ignore[attr-defined]
+            "no anchor #no-such-anchor")
+
+
+def test_launch_check_catches_a_wrong_notebook_path(broken_report: bb.PageReport) -> None:
+    _expect(bb.launch_defects(broken_report, CONFIG), "03_old_name.ipynb")
+
+
+def test_fallback_check_catches_a_missing_static_figure(broken_report: bb.PageReport) -> None:
+    _expect(bb.widget_fallback_defects(broken_report), "shows no static figure from temperature_figure")
+
+
+@pytest.fixture(scope="module")
+def browser_without_cjk_fonts(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """Chromium that sees only the DejaVu fonts, as on a machine without fonts-noto-cjk."""
+    folder = tmp_path_factory.mktemp("fonts")
+    conf = folder / "fonts.conf"
+    conf.write_text('<?xml version="1.0"?>\n<!DOCTYPE fontconfig SYSTEM "urn:fontconfig:fonts.dtd">\n'
+                    f"<fontconfig><dir>/usr/share/fonts/truetype/dejavu</dir><cachedir>{folder}/cache</cachedir>"
+                    "</fontconfig>\n", encoding="utf-8")
+    browser = bb.launch_browser(playwright, env={**os.environ, "FONTCONFIG_FILE": str(conf)})
+    yield browser
+    browser.close()
+
+
+def test_glyph_check_catches_tofu_without_cjk_fonts(browser_without_cjk_fonts: Any, book_url: str,
+                                                     assets: Path) -> None:
+    report = bb.Reader(browser_without_cjk_fonts, book_url, assets, None).visit("appendix/glossary")
+    _expect(bb.glyph_defects(report), "CJK characters drawn as empty boxes")
+
+
+def test_search_check_can_find_nothing(reader: bb.Reader) -> None:
+    assert reader.search("qqzzxxplantednonword") == []
