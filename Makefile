@@ -3,21 +3,25 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# On machines without torch we install the CPU build that lies on local disk here;
-# override TORCH_SPEC to pick another build.  Torch is only a lower bound in pyproject.toml.
+# Installed only when $(VENV) cannot import torch; override TORCH_SPEC to pick another version.
+# Torch is only a lower bound in pyproject.toml.  On Linux, PyPI's torch is the CUDA build (several
+# GB): for the CPU build, install it into $(VENV) first from PyTorch's CPU index (README, Set-up).
 TORCH_SPEC ?= torch==2.13.0
 # Reference implementation for the fidelity tests (tokenizer, ResNet).  Installed without its
 # dependencies: it would pull torchvision, and the tests load only its torch-only modules.
 REFERENCE_SPEC ?= open_clip_torch==3.3.0
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test unit notebooks book benchmark clean
+.PHONY: install test unit notebooks book book-fresh benchmark clean browser-deps book-check
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile tests/test_colab_install.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install "$(TORCH_SPEC)"
 	$(PY) -m pip install -e ".[dev]"
 	$(PY) -m pip install --no-deps "$(REFERENCE_SPEC)"
+# The offline Colab simulation of tests/test_colab_install.py and tests/test_wheel.py: Colab's
+# preinstalled packages and a wheelhouse, downloaded now because tests download nothing.
+	$(PY) tests/test_colab_install.py --prepare $(VENV)/colab-sim
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,10 +35,33 @@ unit: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider chapters
 
-## Build the HTML book; every notebook is executed, any error or Sphinx warning fails the build.
+## Build the HTML book; any error in a cell or any Sphinx warning fails the build.  Afresh (every
+## notebook executed) whenever clip_tutorial/, _config.yml or the installed packages changed since
+## the last successful build, else only the changed pages (tools/build_book.py says which and why).
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . --warningiserror --keep-going
-	@echo "Book built: $(abspath _build/html/index.html)"
+	$(PY) tools/build_book.py
+
+## The same, always afresh.
+book-fresh: $(STAMP)
+	$(PY) tools/build_book.py --fresh
+
+## Read the built book (_build/html, from `make book`) in headless Chromium as a reader would:
+## every page loads without errors, with its images, maths, widgets, links, launch buttons and
+## Chinese glyphs; a screenshot of every page goes to _build/screenshots (browser_tests/).
+## browser-deps installs Debian's chromium and CJK fonts (as root, only when missing) and unpacks
+## local copies of the CDN scripts the pages load (MathJax, the widget manager) with npm.
+BOOK_CHECK_ASSETS ?= $(VENV)/book-check-assets
+browser-deps: $(STAMP)
+	@if ! dpkg -s chromium fonts-noto-cjk >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-noto-cjk; \
+	  else echo "book-check needs Debian's chromium and fonts-noto-cjk: sudo apt-get install chromium fonts-noto-cjk" >&2; \
+	    exit 1; fi; fi
+	$(PY) browser_tests/book_browser.py install-assets $(BOOK_CHECK_ASSETS)
+
+book-check: browser-deps
+	@test -f _build/html/index.html || { echo "no built book in _build/html: run make book first" >&2; exit 1; }
+	BOOK_CHECK_HTML=_build/html BOOK_CHECK_ASSETS=$(BOOK_CHECK_ASSETS) $(PY) -m pytest browser_tests -p no:cacheprovider
 
 benchmark: $(STAMP)
 	$(PY) benchmarks/notebook_times.py

@@ -53,6 +53,12 @@ SCREENSHOT_MAX_HEIGHT = 30_000
 # change. pydata-sphinx-theme logs this once, on a reader's very first visit (empty localStorage),
 # then stores the mode; every page here is opened in a fresh profile, so each one would show it.
 KNOWN_THEME_MESSAGES = ("Got invalid theme mode: . Resetting to auto.",)
+# The widget manager (html-manager 1.0.6, the version MyST-NB loads) injects Font Awesome's
+# @font-face rules with addresses relative to the page, so the browser asks the book for
+# <page folder>/@jupyter-widgets/html-manager/dist/<hash>.woff2 (.woff, .ttf) and gets 404. The
+# book's widgets show no icons, so a reader sees nothing, and the check does not count these
+# requests as defects. Any other failed request is one.
+WIDGET_ICON_FONTS = re.compile(r"^404 .*@jupyter-widgets/html-manager/dist/[0-9a-f]+\.(woff2?|ttf|eot)$")
 
 # Maths: a TeX command between single dollars, or a double dollar, left in the text means the
 # Markdown parser did not see it as maths (and MathJax, which only reads \( \) and \[ \], skips it).
@@ -540,7 +546,8 @@ def console_defects(report: PageReport) -> list[str]:
     """JavaScript errors, failed requests to the book, requests to the outside with no stand-in."""
     # "Failed to load resource" repeats a failed request, which is listed once, below.
     defects = [f"console error: {e}" for e in report.console_errors if not e.startswith("Failed to load resource")]
-    defects += [f"failed request: {f}" for f in dict.fromkeys(report.failed_requests)]
+    defects += [f"failed request: {f}" for f in dict.fromkeys(report.failed_requests)
+                if not WIDGET_ICON_FONTS.match(f)]
     defects += [f"request to another site with no local stand-in (see STAND_INS): {r}"
                 for r in report.refused_external]
     return defects

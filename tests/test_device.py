@@ -1,6 +1,8 @@
-"""Device choice, seeding and the notebook setup cell."""
+"""Device choice, seeding, CPU threads and the notebook setup cell."""
 from __future__ import annotations
 
+import io
+import os
 import random
 
 import numpy as np
@@ -8,7 +10,8 @@ import pytest
 import torch
 
 import clip_tutorial
-from clip_tutorial.core.device import get_device, seed_everything, setup_notebook
+import clip_tutorial.core.device as device_module
+from clip_tutorial.core.device import cpu_budget, get_device, limit_threads, seed_everything, setup_notebook
 
 ENV = "CLIP_TUTORIAL_DEVICE"
 
@@ -170,3 +173,102 @@ def test_setup_notebook_honours_env_var(fake_cuda, restore_rcparams, monkeypatch
     monkeypatch.setenv(ENV, "cpu")
     assert setup_notebook() == torch.device("cpu")
     assert "device: cpu" in capsys.readouterr().out
+
+
+# -- CPU threads ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def eight_cpus(monkeypatch):
+    """A process allowed on eight CPUs, whatever this machine has."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def test_cpu_budget_without_quota_is_the_affinity(tmp_path, eight_cpus):
+    assert cpu_budget(tmp_path) == 8
+    _write(tmp_path / "cpu.max", "max 100000\n")  # cgroup v2: no limit
+    assert cpu_budget(tmp_path) == 8
+
+
+@pytest.mark.parametrize("quota, expected", [("200000 100000", 2), ("150000 100000", 1), ("50000 100000", 1),
+                                             ("1600000 100000", 8), ("300000 50000", 6)])
+def test_cpu_budget_follows_a_cgroup_v2_quota(tmp_path, eight_cpus, quota, expected):
+    _write(tmp_path / "cpu.max", quota + "\n")
+    assert cpu_budget(tmp_path) == expected
+
+
+def test_cpu_budget_follows_a_cgroup_v1_quota(tmp_path, eight_cpus):
+    _write(tmp_path / "cpu" / "cpu.cfs_quota_us", "300000\n")
+    _write(tmp_path / "cpu" / "cpu.cfs_period_us", "100000\n")
+    assert cpu_budget(tmp_path) == 3
+    _write(tmp_path / "cpu" / "cpu.cfs_quota_us", "-1\n")  # v1: no limit
+    assert cpu_budget(tmp_path) == 8
+
+
+def test_cpu_budget_follows_the_affinity(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    _write(tmp_path / "cpu.max", "400000 100000\n")
+    assert cpu_budget(tmp_path) == 1
+
+
+def test_cpu_budget_ignores_unreadable_files(tmp_path, eight_cpus):
+    _write(tmp_path / "cpu.max", "garbage\n")
+    assert cpu_budget(tmp_path) == 8
+
+
+def test_cpu_budget_of_this_process_is_within_its_cpus():
+    assert 1 <= cpu_budget() <= (os.cpu_count() or 1)
+
+
+def test_limit_threads_lowers_but_never_raises(restore_threads):
+    torch.set_num_threads(2)
+    assert limit_threads(1) == 1 == torch.get_num_threads()
+    assert limit_threads(4) == 1  # a count the user chose below the cap is kept
+    torch.set_num_threads(3)
+    assert limit_threads(3) == 3
+
+
+def test_limit_threads_defaults_to_the_cpu_budget(restore_threads, monkeypatch):
+    monkeypatch.setattr(device_module, "cpu_budget", lambda: 1)
+    torch.set_num_threads(2)
+    assert limit_threads() == 1
+
+
+@pytest.mark.parametrize("threads, error", [(0, ValueError), (-2, ValueError), (1.5, TypeError), ("2", TypeError),
+                                            (True, TypeError)])
+def test_limit_threads_rejects_bad_counts(restore_threads, threads, error):
+    with pytest.raises(error, match="threads"):
+        limit_threads(threads)
+
+
+def test_setup_notebook_caps_the_threads_and_says_so(no_accelerator, restore_rcparams, restore_threads,
+                                                     monkeypatch, capsys):
+    monkeypatch.setattr(device_module, "cpu_budget", lambda: 1)
+    torch.set_num_threads(2)
+    setup_notebook(seed=0)
+    assert torch.get_num_threads() == 1
+    assert "CPU threads: 1" in capsys.readouterr().out
+
+
+def test_progress_bar_is_off_when_disabled_or_when_tqdm_disable_is_set(monkeypatch):
+    from clip_tutorial.core.progress import progress_bar
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    assert not progress_bar(range(3), enabled=True, file=io.StringIO()).disable
+    assert progress_bar(range(3), enabled=False).disable
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress_bar(range(3), enabled=True).disable
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert not progress_bar(range(3), enabled=True, file=io.StringIO()).disable

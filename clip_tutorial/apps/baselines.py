@@ -9,7 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from clip_tutorial.core.progress import progress_bar
 
 from clip_tutorial.core.checks import check_positive_int, check_tensor, check_type
 from clip_tutorial.train.config import TrainConfig, lr_at, param_groups
@@ -112,7 +112,7 @@ def train_classifier(model: FixedClassCNN, images: torch.Tensor, labels: torch.T
     optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     losses, order, cursor = [], torch.empty(0, dtype=torch.long), 0
-    bar = tqdm(range(steps), desc="training the CNN", disable=not progress, mininterval=0.5)
+    bar = progress_bar(range(steps), enabled=progress, desc="training the CNN", mininterval=0.5)
     for step in bar:
         if cursor + batch_size > len(order):
             order, cursor = torch.randperm(images.shape[0], generator=generator), 0

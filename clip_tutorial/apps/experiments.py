@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from clip_tutorial.core.progress import progress_bar
 
 from clip_tutorial.core.checks import check_number, check_positive_int, check_type
 from clip_tutorial.core.device import seed_everything
@@ -169,7 +169,7 @@ def sweep(data: ExperimentData, settings: Sequence[Mapping[str, Any]], base: Tra
             raise ValueError(f"settings: {sorted(unknown)} are not TrainConfig fields nor 'fixed_temperature'; "
                              f"expected keys among {sorted(_CONFIG_FIELDS | {'fixed_temperature'})}")
     rows = []
-    for setting in tqdm(settings, desc=desc):
+    for setting in progress_bar(settings, desc=desc):
         overrides = {k: v for k, v in setting.items() if k != "fixed_temperature"}
         run = run_short(data, replace(base, **overrides), setting.get("fixed_temperature"), n_eval, device)
         tail = run.history.loss[-max(1, len(run.history.loss) // 10):]

@@ -3,6 +3,6 @@
 Explained in Chapter 1.1 (the setup cell).
 """
 from .version import __version__
-from .device import get_device, seed_everything, setup_notebook
+from .device import cpu_budget, get_device, limit_threads, seed_everything, setup_notebook
 
-__all__ = ["__version__", "get_device", "seed_everything", "setup_notebook"]
+__all__ = ["__version__", "get_device", "seed_everything", "cpu_budget", "limit_threads", "setup_notebook"]

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from clip_tutorial.core.checks import check_positive_int, check_sequence, check_tensor
+from clip_tutorial.core.progress import progress_bar
 from clip_tutorial.data import normalize_images
 from clip_tutorial.model import CLIP
 
@@ -54,7 +54,7 @@ def encode_images(model: CLIP, images: torch.Tensor, batch_size: int = 512, norm
     batch_size = check_positive_int("batch_size", batch_size, expected="a positive integer")
     device, was_training = _device_of(model), model.training
     model.eval()
-    starts = tqdm(range(0, images.shape[0], batch_size), desc="embedding images", disable=not progress)
+    starts = progress_bar(range(0, images.shape[0], batch_size), enabled=progress, desc="embedding images")
     prepare = normalize_images if images.dtype == torch.uint8 else (lambda batch: batch)
     out = [model.encode_image(prepare(images[i: i + batch_size]).to(device), normalize=normalize).float().cpu()
            for i in starts]

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from clip_tutorial.core.progress import progress_bar
 
 from clip_tutorial.data.augment import random_resized_crop, sample_crop_boxes
 from clip_tutorial.model import CLIP, MAX_LOGIT_SCALE
@@ -274,8 +274,8 @@ def train_clip(
     if resume_from is not None:  # everything continues where the saved run stopped
         loop.restore(load_training_state(resume_from, config=asdict(config)))
     optimizer, scaler, history = loop.optimizer, loop.scaler, loop.history
-    bar = tqdm(range(loop.step, config.steps), desc="training", disable=not progress or rank != 0,
-               mininterval=0.5, initial=loop.step, total=config.steps)
+    bar = progress_bar(range(loop.step, config.steps), enabled=progress and rank == 0, desc="training",
+                       mininterval=0.5, initial=loop.step, total=config.steps)
     loop.clock = time.perf_counter() - history.seconds
     for step in bar:
         index = loop.next_batch(images.shape[0])  # 1. a batch: the same global one on every process
