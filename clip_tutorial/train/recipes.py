@@ -52,6 +52,12 @@ class Recipe:
         max_objects: objects per training image.
         data_seed: seed of the training data.
         n_heldout: number of colour-shape combinations held out of training.
+        spurious: ``(shape, colour, fraction)`` to make the training data biased (Chapter 6.4): that
+            fraction of the single objects of that shape have that colour; ``None`` for unbiased data.
+        overlay: fraction of the training images on which a word is written (Chapter 6.5, the
+            typographic attack), by :func:`clip_tutorial.data.overlay.overlay_words`; 0 for none.
+        hard_negatives: train with one hard-negative caption per pair, its attributes swapped
+            (Chapter 6.6, as in NegCLIP), made by :func:`clip_tutorial.data.negatives.hard_negative_captions`.
     """
 
     name: str
@@ -63,6 +69,9 @@ class Recipe:
     max_objects: int = 1
     data_seed: int = 0
     n_heldout: int = 16
+    spurious: tuple[str, str, float] | None = None
+    overlay: float = 0.0
+    hard_negatives: bool = False
 
     def fingerprint(self) -> str:
         """A short hash of every setting and of the source that makes the model, used to key the cache.
@@ -141,6 +150,7 @@ RECIPES: dict[str, Recipe] = {
         train=TrainConfig(steps=2000, batch_size=256, lr=2e-3, warmup_steps=100, weight_decay=0.1),
         n_train=40_000,
     ),
+    # Chapter 6: robustness, bias and failure modes (one block per page, in page order)
 }
 
 
@@ -232,16 +242,25 @@ def train_recipe(name: str | Recipe, device: torch.device | str | None = None, p
     heldout = heldout_combinations(recipe.n_heldout, seed=recipe.data_seed)
     tokenizer = make_tokenizer(recipe.model.context_length)
     started = time.perf_counter()
+    biased = {"spurious": recipe.spurious} if recipe.spurious is not None else {}
     data = ShapesWorld(recipe.n_train, split="train", seed=recipe.data_seed, image_size=recipe.model.image_resolution,
-                       styles=recipe.styles, heldout=heldout, max_objects=recipe.max_objects)
+                       styles=recipe.styles, heldout=heldout, max_objects=recipe.max_objects, **biased)
+    if recipe.overlay:
+        from clip_tutorial.data.overlay import overlay_words
+        overlay_words(data, fraction=recipe.overlay, seed=recipe.data_seed)  # changes data's images and captions
     images, tokens = data.tensors(), tokenizer(data.captions)
+    negatives = None
+    if recipe.hard_negatives:
+        from clip_tutorial.data.negatives import hard_negative_captions
+        negatives = tokenizer(hard_negative_captions(data, seed=recipe.data_seed))
     data_seconds = time.perf_counter() - started
     config = recipe.model.replace(vocab_size=tokenizer.vocab_size, eot_token_id=tokenizer.eot_id)
     model = CLIP(config).to(device)
     eval_fn = (lambda m: evaluate_zero_shot(m, tokenizer, heldout, recipe.styles, n=500)) if eval_every else None
     history = train_clip(model, images, tokens, recipe.train, device=device, eval_fn=eval_fn,
                          eval_every=eval_every, progress=progress, checkpoint_every=checkpoint_every,
-                         checkpoint_dir=checkpoint_dir, resume_from=resume_from)
+                         checkpoint_dir=checkpoint_dir, resume_from=resume_from,
+                         **({"negatives": negatives} if negatives is not None else {}))
     metrics = {"data_seconds": data_seconds, "train_seconds": history.seconds,
                **evaluate_zero_shot(model, tokenizer, heldout, recipe.styles, n=EVAL_N, seed=EVAL_SEED),
                "eval_n": EVAL_N, "eval_seed": EVAL_SEED}
