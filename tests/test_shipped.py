@@ -20,7 +20,8 @@ from clip_tutorial.train.shipped import list_shipped, load_shipped, shipped_card
 from clip_tutorial.train import TrainConfig
 
 SHIPPED = list_shipped()
-BOOK_MODELS = {"ch1-demo", "ch1-scenes", "ch3-best"}
+BOOK_MODELS = {"ch1-demo", "ch1-scenes", "ch3-best", "ch6-one-style", "ch6-many-styles", "ch6-bias-50",
+               "ch6-bias-90", "ch6-bias-99", "ch6-typo", "ch6-typo-control", "ch6-negclip"}
 #: Re-evaluating may differ from the card by this many images per 2000 (float noise of other thread counts).
 MAX_IMAGES_DIFFERENT = 2
 

@@ -33,7 +33,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "clip_tutorial" / "weights" / "shipped"
 #: The recipes whose trained models ship with the package.
-SHIPPED = ("ch1-demo", "ch1-scenes", "ch3-best")
+SHIPPED = ("ch1-demo", "ch1-scenes", "ch3-best", "ch6-one-style", "ch6-many-styles", "ch6-bias-50",
+           "ch6-bias-90", "ch6-bias-99", "ch6-typo", "ch6-typo-control",
+           "ch6-negclip")
 MAX_BYTES = 2_500_000  # a shipped checkpoint must stay small enough to live in the git repository
 
 

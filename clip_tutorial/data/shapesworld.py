@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clip_tutorial.core.checks import check_callable, check_choice, check_int, check_sequence, check_tensor
+from clip_tutorial.core.checks import (check_callable, check_choice, check_int, check_number, check_sequence,
+                                       check_tensor)
 
 from .render import (COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES, STYLES, ShapeSpec, count_objects,
                      jittered_background, paint, place, relation_objects)
@@ -185,6 +186,28 @@ def _check_pairs(heldout: object) -> tuple[tuple[str, str], ...]:
     return tuple(p for p in ((c, s) for c in COLOURS for s in SHAPES) if p in pairs)  # in class order
 
 
+def _check_spurious(spurious: object, split: str, pairs: Sequence[tuple[str, str]],
+                    heldout: Sequence[tuple[str, str]]) -> tuple[str, str, float]:
+    """Validate ``(shape, colour, fraction)`` for :class:`ShapesWorld` (Chapter 6.4)."""
+    if not (isinstance(spurious, (tuple, list)) and len(spurious) == 3):
+        raise TypeError(f"spurious: expected None or a (shape, colour, fraction) tuple such as "
+                        f"('heart', 'red', 0.9), got {spurious!r}")
+    shape = check_choice("spurious shape", spurious[0], SHAPES)
+    colour = check_choice("spurious colour", spurious[1], tuple(COLOURS))
+    fraction = check_number("spurious fraction", spurious[2], 0.0, 1.0)
+    if (colour, shape) in heldout:
+        allowed = [c for c, s in pairs if s == shape]
+        raise ValueError(f"spurious: ({shape!r}, {colour!r}) is a held-out pair, so no training image may show it; "
+                         f"choose a colour the {shape} is trained with: {allowed}")
+    if split == "heldout":
+        raise ValueError("spurious: expected split 'train' or 'all' (the held-out split never draws the "
+                         f"{colour} {shape}), got split='heldout'")
+    if fraction < 1 and not any(s == shape and c != colour for c, s in pairs):
+        raise ValueError(f"spurious: fraction {fraction} < 1 needs another colour for the {shape}, "
+                         f"but every other one is held out")
+    return shape, colour, float(fraction)
+
+
 class ShapesWorld(torch.utils.data.Dataset):
     """Procedural image–caption pairs: coloured shapes drawn with PIL, captions from templates.
 
@@ -208,6 +231,15 @@ class ShapesWorld(torch.utils.data.Dataset):
         templates: single-object caption templates (fields ``{colour}``, ``{shape}``, ``{size}``,
             ``{where}``, ``{style}``); ``None`` means ``TEMPLATES``.
         transform: optional function applied to each image tensor by ``__getitem__``.
+        spurious: ``(shape, colour, fraction)`` makes the data biased (Chapter 6.4): each
+            single-object scene whose shape is ``shape`` gets ``colour`` with probability
+            ``fraction`` and otherwise one of the shape's other colours of this split, uniformly.
+            These colours are drawn from a random stream of their own, so the data differ from
+            those of the same seed without ``spurious`` only in the colours of those objects (and
+            the colour words of their captions); how often each shape appears is unchanged.
+            Scenes of several objects (relation and counting captions) are left as they are. The pair must not be held out and ``split``
+            must not be ``"heldout"``. ``None`` (the default) leaves every colour uniform, and the
+            data are then byte for byte those of a ShapesWorld without the argument.
 
     Attributes:
         captions: one caption per sample, lower-case words separated by single spaces.
@@ -216,12 +248,14 @@ class ShapesWorld(torch.utils.data.Dataset):
         pairs: the (colour, shape) pairs this split draws its objects from.
         heldout: the held-out pairs, in class order.
         styles: the styles drawn from, in the order of ``STYLES``.
+        spurious: the validated ``(shape, colour, fraction)``, or ``None``.
     """
 
     def __init__(self, n: int, split: str = "train", seed: int = 0, image_size: int = 32,
                  styles: Sequence[str] = ("filled", "outline"), heldout: Sequence[tuple[str, str]] | None = None,
                  max_objects: int = 1, templates: Sequence[str] | None = None,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 spurious: tuple[str, str, float] | None = None) -> None:
         self.n = check_int("n", n, 1)
         self.split = check_choice("split", split, SPLITS)
         self.seed = check_int("seed", seed, 0)
@@ -240,6 +274,10 @@ class ShapesWorld(torch.utils.data.Dataset):
         self.pairs = {"train": [p for p in every if p not in held], "heldout": list(self.heldout), "all": every}[split]
         if not self.pairs:
             raise ValueError(f"heldout: split={split!r} needs at least one pair, but heldout={list(self.heldout)!r}")
+        self.spurious = None if spurious is None else _check_spurious(spurious, split, self.pairs, self.heldout)
+        # the biased colours come from a stream of their own, so the main stream (and with it every
+        # position, size, style and caption template) is the same as without ``spurious``
+        self._spurious_rng = random.Random(f"shapesworld-spurious/{self.split}/{self.seed}")
 
         rng = random.Random(f"shapesworld/{self.split}/{self.seed}")
         self.captions: list[str] = []
@@ -268,6 +306,8 @@ class ShapesWorld(torch.utils.data.Dataset):
                      "relation": rng.choice(RELATION_PHRASES[relation])}
             return objects, rng.choice(RELATION_TEMPLATES).format(**words)
         colour, shape = rng.choice(self.pairs)
+        if k == 1 and self.spurious is not None and shape == self.spurious[0]:
+            colour = self._spurious_colour()
         if k > 1:
             objects = count_objects(rng, colour, shape, k, [rng.choice(self.styles)] * k)
             words = {"number": NUMBER_WORDS[k - 1], "colour": colour, "shapes": plural(self._shape_word(rng, shape))}
@@ -276,6 +316,17 @@ class ShapesWorld(torch.utils.data.Dataset):
         words = {"colour": colour, "shape": self._shape_word(rng, shape), "size": rng.choice(SIZE_WORDS[spec.size]),
                  "where": WHERE_PHRASES[spec.position], "style": rng.choice(STYLE_WORDS[spec.style])}
         return [spec], rng.choice(self.templates).format(**words)
+
+    def _spurious_colour(self) -> str:
+        """The colour of a single object of the biased shape: the chosen one with its fraction, else another.
+
+        Both draws are made every time, so that a larger fraction only recolours more objects:
+        the datasets of one seed are nested, whatever the fraction.
+        """
+        shape, colour, fraction = self.spurious
+        others = [c for c, s in self.pairs if s == shape and c != colour]
+        u, other = self._spurious_rng.random(), (self._spurious_rng.choice(others) if others else colour)
+        return colour if u < fraction else other
 
     @staticmethod
     def _shape_word(rng: random.Random, shape: str) -> str:
@@ -313,4 +364,5 @@ class ShapesWorld(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return (f"ShapesWorld(n={self.n}, split={self.split!r}, seed={self.seed}, image_size={self.image_size}, "
-                f"styles={self.styles}, max_objects={self.max_objects}, heldout={len(self.heldout)} pairs)")
+                f"styles={self.styles}, max_objects={self.max_objects}, heldout={len(self.heldout)} pairs"
+                + (f", spurious={self.spurious}" if self.spurious is not None else "") + ")")

@@ -31,7 +31,7 @@ from clip_tutorial.data.render import COLOURS, SHAPES
 from clip_tutorial.train.shipped import load_shipped
 from clip_tutorial.evaluation.zeroshot import build_zero_shot_classifier, encode_images, encode_texts
 from .core import CheckResult, Hint, as_number, ask_first, ensure_callable, finish_check, report, run_check
-from .predict import check_choice, check_estimate
+from .predict import check_choice, check_estimate, percentage_hint
 from .registry import Exercise
 
 __all__ = ["EXERCISES", "check_zero_shot_weights", "check_recall_with_relevance", "check_unnormalised_query",
@@ -500,11 +500,7 @@ def check_precision_at_low_prevalence(prediction: Any, *, verbose: bool = True) 
         f"{facts['negatives']:,} other images: most alarms are false.")
     result = check_estimate(prediction, measure_precision_at_low_prevalence, name="precision_at_low_prevalence",
                             tolerance=PREVALENCE_TOLERANCE, explanation=explanation, verbose=False)
-    guess = as_number(prediction, "your prediction")
-    if not result and 1 < guess <= 100:
-        result = CheckResult(False, result.message + "\nGive the precision as a fraction between 0 and 1 "
-                             "(0.5 rather than 50).", result.name)
-    return report(result, verbose)
+    return report(percentage_hint(result, prediction, "precision"), verbose)
 
 
 # -- Exercise 6: "like this one, but blue" -------------------------------------------------------

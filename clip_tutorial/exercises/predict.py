@@ -15,7 +15,7 @@ from typing import Any
 from clip_tutorial.core.checks import check_callable, check_number
 from .core import CheckResult, NotANumber, as_number, ask_first, report
 
-__all__ = ["check_estimate", "check_choice"]
+__all__ = ["check_estimate", "check_choice", "percentage_hint"]
 
 
 def check_estimate(prediction: Any, measure: Callable[[], float], *, name: str, tolerance: float,
@@ -96,3 +96,15 @@ def check_choice(answer: Any, measure: Callable[[], str], choices: Mapping[str, 
         lines.append(f"The experiment shows ({truth}): {choices[truth]}.")
     lines.append(explanation)
     return report(CheckResult(passed, "\n".join(lines), name), verbose)
+
+
+def percentage_hint(result: CheckResult, prediction: Any, quantity: str) -> CheckResult:
+    """``result`` with a reminder added when a failed prediction of a fraction looks like a percentage.
+
+    Explained in Chapter 5 (section "Summary and exercises"). A prediction between 1 and 100 of a
+    quantity that lies in [0, 1] was most likely written in percent.
+    """
+    if result or not 1 < as_number(prediction, "your prediction") <= 100:
+        return result
+    return CheckResult(False, f"{result.message}\nGive the {quantity} as a fraction between 0 and 1 "
+                       "(0.5 rather than 50).", result.name)

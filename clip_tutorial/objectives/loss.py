@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from clip_tutorial.core.checks import check_sequence, check_tensor
 
-__all__ = ["clip_loss", "contrastive_accuracy", "clip_loss_gradient", "caption_positives", "multi_positive_clip_loss"]
+__all__ = ["clip_loss", "contrastive_accuracy", "clip_loss_gradient", "caption_positives", "multi_positive_clip_loss",
+           "hard_negative_clip_loss"]
 
 
 def _check_logits(logits_per_image: torch.Tensor) -> int:
@@ -118,3 +119,31 @@ def multi_positive_clip_loss(logits_per_image: torch.Tensor, positives: torch.Te
     rows = (logits_per_image.logsumexp(dim=1) - kept.logsumexp(dim=1)).mean()
     cols = (logits_per_image.logsumexp(dim=0) - kept.logsumexp(dim=0)).mean()
     return (rows + cols) / 2
+
+
+def hard_negative_clip_loss(logits_per_image: torch.Tensor, logits_negative: torch.Tensor) -> torch.Tensor:
+    """CLIP's loss with extra hard-negative captions that the images must also reject (NegCLIP).
+
+    Explained in Chapter 6.6. Image ``i`` classifies its caption among the batch's ``N`` captions
+    *plus* ``M`` hard negatives (its own swapped caption and those of the other images), so the
+    image-to-text term is a cross-entropy over ``N + M`` columns. The text-to-image term is the usual
+    one over the ``N`` images: a hard negative has no image of its own, so it is never a row there.
+    This is the loss of Yuksekgonul et al. (2023). With ``M = 0`` it equals :func:`clip_loss`:
+
+    ``L = (CE([logits_per_image | logits_negative], arange) + CE(logits_per_image.T, arange)) / 2``.
+
+    Args:
+        logits_per_image: (batch, batch) scaled similarities, matching pairs on the diagonal.
+        logits_negative: (batch, M) scaled similarities of each image with the M hard-negative
+            captions; M may be 0 (leave out the negatives that are identical to their caption).
+
+    Returns:
+        A scalar tensor.
+    """
+    n = _check_logits(logits_per_image)
+    check_tensor("logits_negative", logits_negative, shape=(n, None), floating=True,
+                 what=f"a floating-point ({n}, M) matrix: each image's scores with the M hard negatives")
+    labels = torch.arange(n, device=logits_per_image.device)
+    image_to_text = F.cross_entropy(torch.cat([logits_per_image, logits_negative.to(logits_per_image.dtype)], dim=1),
+                                    labels)
+    return (image_to_text + F.cross_entropy(logits_per_image.t(), labels)) / 2

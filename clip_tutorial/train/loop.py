@@ -15,12 +15,14 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
+from clip_tutorial.core.checks import check_tensor
 from clip_tutorial.core.progress import progress_bar
 
 from clip_tutorial.data.augment import random_resized_crop, sample_crop_boxes
 from clip_tutorial.model import CLIP, MAX_LOGIT_SCALE
 from clip_tutorial.objectives.distributed import (all_reduce_mean, average_gradients, barrier, broadcast_parameters,
                                                   distributed_clip_loss, rank_and_world, shard_batch)
+from clip_tutorial.objectives.loss import hard_negative_clip_loss
 from .config import PRECISIONS, History, TrainConfig, param_groups, lr_at
 from .state import (TrainingState, global_rng_states, load_training_state, save_training_state,
                     set_global_rng_states)
@@ -169,6 +171,29 @@ def _loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tens
     return distributed_clip_loss(image_features, text_features, model.logit_scale_value(), local_loss=True)
 
 
+def _hard_negative_loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor,
+                        negatives: torch.Tensor) -> torch.Tensor:
+    """NegCLIP's loss on one process (Chapter 6.6): the images also reject the batch's hard negatives.
+
+    A negative identical to its caption means "this caption has none" and is left out, so with no
+    negatives left this is CLIP's loss again. Captions and negatives go through the text encoder together.
+    """
+    kept = negatives[(negatives != tokens).any(dim=1)]
+    image_features = model.encode_image(images, normalize=True)
+    texts = model.encode_text(torch.cat([tokens, kept]), normalize=True)
+    scale = model.logit_scale_value()
+    logits = scale * image_features @ texts.t()
+    return hard_negative_clip_loss(logits[:, :len(tokens)], logits[:, len(tokens):])
+
+
+def _check_negatives(negatives: torch.Tensor, tokens: torch.Tensor, world: int) -> None:
+    check_tensor("negatives", negatives, shape=tuple(tokens.shape), dtype=tokens.dtype,
+                 what=f"token ids like tokens ({tuple(tokens.shape)}, {tokens.dtype}), one hard negative per pair")
+    if world > 1:
+        raise ValueError(f"negatives: hard negatives are supported on one process only, got {world} processes; "
+                         "train without negatives under torchrun, or on one process")
+
+
 def _check_finite(loss: float, step: int, lr: float, config: TrainConfig) -> float:
     if not math.isfinite(loss):
         raise FloatingPointError(
@@ -226,6 +251,7 @@ def train_clip(
     checkpoint_every: int | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume_from: str | os.PathLike | None = None,
+    negatives: torch.Tensor | None = None,
 ) -> History:
     """Train ``model`` contrastively on matching ``(images[i], tokens[i])`` pairs.
 
@@ -257,6 +283,11 @@ def train_clip(
         checkpoint_dir: the folder of those training states.
         resume_from: a training state (or a folder of them, the latest is taken) to continue
             from; the run then ends with exactly the weights an uninterrupted run would have.
+        negatives: (N, context_length) token ids of one hard-negative caption per pair (Chapter 6.6,
+            :func:`~clip_tutorial.data.negatives.hard_negative_captions`); each image then also
+            rejects the batch's negatives (:func:`~clip_tutorial.objectives.loss.hard_negative_clip_loss`).
+            A negative equal to its caption counts as none. ``None`` (the default) trains exactly as without
+            the argument. One process only.
 
     Returns:
         The :class:`History` of the run (including the steps before a resume).
@@ -268,6 +299,8 @@ def train_clip(
     """
     rank, world = rank_and_world()
     _check_arguments(model, images, tokens, config, checkpoint_every, checkpoint_dir, world)
+    if negatives is not None:
+        _check_negatives(negatives, tokens, world)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     autocast = _autocast(device, config.precision)
     loop = LoopState.start(model, config, device)
@@ -284,7 +317,10 @@ def train_clip(
             group["lr"] = lr
         batch_images, batch_tokens = _local_batch(loop, images, tokens, index, rank, world)
         with autocast:  # 3. forward and loss
-            loss = _loss(model, batch_images, batch_tokens)
+            if negatives is None:
+                loss = _loss(model, batch_images, batch_tokens)
+            else:  # NegCLIP (Chapter 6.6): one process, so this process's rows are the whole batch
+                loss = _hard_negative_loss(model, batch_images, batch_tokens, negatives[index].to(loop.device))
         loss_value = _check_finite(all_reduce_mean(loss).item(), step, lr, config)  # the global batch's loss
         optimizer.zero_grad(set_to_none=True)
         (loss if scaler is None else scaler.scale(loss)).backward()  # 4. backward

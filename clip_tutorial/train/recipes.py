@@ -109,8 +109,8 @@ class Recipe:
 #: The package files whose code decides what a recipe trains; editing any of them retrains.
 #: (The recipes train vision transformers, so the ResNet tower and the size/cost tools are not among them.)
 TRAINING_SOURCES = ("core", "model/config.py", "model/transformer.py", "model/vision.py", "model/clip.py",
-                    "data/render.py", "data/shapesworld.py", "data/augment.py", "text/tokenizer.py", "objectives",
-                    "weights/checkpoints.py", "weights/architecture.py", "train/loop.py", "train/state.py",
+                    "data/render.py", "data/shapesworld.py", "data/augment.py", "data/overlay.py", "text/tokenizer.py",
+                    "objectives", "weights/checkpoints.py", "weights/architecture.py", "train/loop.py", "train/state.py",
                     "train/recipes.py")
 
 
@@ -127,12 +127,15 @@ _TINY = CLIPConfig(embed_dim=64, image_resolution=32, vision_layers=2, vision_wi
                    vision_heads=2, context_length=12, transformer_width=64, transformer_heads=2,
                    transformer_layers=1)
 
+#: ch1-demo's optimiser settings, shared by the Chapter 6 models that differ from it only in their data.
+_DEMO_TRAINING = TrainConfig(steps=600, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1)
+
 RECIPES: dict[str, Recipe] = {
     "ch1-demo": Recipe(
         name="ch1-demo",
         description="Chapter 1's live run: a tiny ViT CLIP trained in under a minute on two CPU cores.",
         model=_TINY,
-        train=TrainConfig(steps=600, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1),
+        train=_DEMO_TRAINING,
     ),
     "ch1-scenes": Recipe(
         name="ch1-scenes",
@@ -151,6 +154,55 @@ RECIPES: dict[str, Recipe] = {
         n_train=40_000,
     ),
     # Chapter 6: robustness, bias and failure modes (one block per page, in page order)
+    "ch6-one-style": Recipe(
+        name="ch6-one-style",
+        description="The narrow-data model of Chapter 6.3 (Where robustness comes from): ch1-demo's settings, "
+                    "trained on filled shapes only.",
+        model=_TINY,
+        train=_DEMO_TRAINING,
+        styles=("filled",),
+    ),
+    "ch6-many-styles": Recipe(
+        name="ch6-many-styles",
+        description="The diverse-data model of Chapter 6.3 (Where robustness comes from): ch1-demo's settings, "
+                    "trained on all three styles (filled, outline and striped) in equal shares.",
+        model=_TINY,
+        train=_DEMO_TRAINING,
+        styles=("filled", "outline", "striped"),
+    ),
+    **{f"ch6-bias-{pct}": Recipe(
+        name=f"ch6-bias-{pct}",
+        description=f"A biased model of Chapter 6.4 (Bias learned from data): ch1-demo's settings, trained on "
+                    f"data in which {pct}% of the single hearts are red (ch1-demo, with hearts of every colour alike, is its control).",
+        model=_TINY,
+        train=_DEMO_TRAINING,
+        spurious=("heart", "red", pct / 100),
+    ) for pct in (50, 90, 99)},
+    "ch6-typo": Recipe(
+        name="ch6-typo",
+        description="The reading model of Chapter 6.5 (Typographic attacks): ch1-demo's settings at 64 px "
+                    "(patch 16, so the same 16 patches), trained on data in which 30% of the images are signs captioned by their word.",
+        model=_TINY.replace(image_resolution=64, vision_patch_size=16),
+        train=_DEMO_TRAINING,
+        overlay=0.3,
+    ),
+    "ch6-typo-control": Recipe(
+        name="ch6-typo-control",
+        description="The control of Chapter 6.5 (Typographic attacks): ch6-typo without the signs (no word is "
+                    "ever written).",
+        model=_TINY.replace(image_resolution=64, vision_patch_size=16),
+        train=_DEMO_TRAINING,
+    ),
+    "ch6-negclip": Recipe(
+        name="ch6-negclip",
+        description="The remedy of Chapter 6.6 (Compositionality, revisited) for attribute binding: ch1-scenes's "
+                    "settings plus one hard-negative caption per pair, its two objects' colours or shapes swapped (NegCLIP).",
+        model=_TINY.replace(context_length=16),
+        train=TrainConfig(steps=350, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1),
+        n_train=15_000,
+        max_objects=4,
+        hard_negatives=True,
+    ),
 }
 
 
