@@ -19,9 +19,9 @@ import pytest
 
 from test_colab_install import make_venv, package_files, pip_env, prepared_sim, site_packages, snapshot_repository
 
-#: A guard against shipping something large by mistake: the wheel holds code, three 0.7 MB models and
-#: a 1.3 MB vocabulary.
-MAX_WHEEL_BYTES = 8_000_000
+#: A guard against shipping something large by mistake: the wheel holds code, eleven models of 0.7 to 0.9 MB
+#: (8.1 MB in all, which compress little) and a 1.3 MB vocabulary.
+MAX_WHEEL_BYTES = 12_000_000
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,8 @@ def test_the_installed_wheel_imports_and_loads_a_shipped_model(built, tmp_path):
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert Path(report["file"]).resolve().is_relative_to(site_packages(tmp_path / "venv").resolve()), report["file"]
     assert wheel.name.startswith(f"clip_tutorial-{report['version']}-")
-    assert report["shipped"] == ["ch1-demo", "ch1-scenes", "ch3-best"]
+    in_checkout = sorted(f.stem for f in (built[0] / "clip_tutorial" / "weights" / "shipped").glob("*.safetensors"))
+    assert sorted(report["shipped"]) == in_checkout and "ch1-demo" in in_checkout  # every shipped model came along
     assert report["bpe"] == [49406, 320, 1125]  # <start_of_text> "a" "photo": CLIP's vocabulary
     # the model card records 99.05% held-out on 2,000 images; 200 fresh ones land close to it
     assert report["accuracy"]["heldout_acc"] > 0.9, report["accuracy"]
