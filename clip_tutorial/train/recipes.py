@@ -127,25 +127,28 @@ _TINY = CLIPConfig(embed_dim=64, image_resolution=32, vision_layers=2, vision_wi
                    vision_heads=2, context_length=12, transformer_width=64, transformer_heads=2,
                    transformer_layers=1)
 
-#: ch1-demo's optimiser settings, shared by the Chapter 6 models that differ from it only in their data.
-_DEMO_TRAINING = TrainConfig(steps=600, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1)
+#: The two recipes that the Chapter 6 models change in one setting each: ch1-demo (single objects) and
+#: ch1-scenes (scenes of up to four objects). Each Chapter 6 recipe is one of them with that setting replaced.
+_DEMO = Recipe(
+    name="ch1-demo",
+    description="Chapter 1's live run: a tiny ViT CLIP trained in under a minute on two CPU cores.",
+    model=_TINY,
+    train=TrainConfig(steps=600, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1),
+)
+_SCENES = Recipe(
+    name="ch1-scenes",
+    description="The probe model of Chapter 1.6 (Limitations, measured): trained on scenes of up to four "
+                "objects, with relation and count captions.",
+    model=_TINY.replace(context_length=16),
+    train=TrainConfig(steps=350, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1),
+    n_train=15_000,
+    max_objects=4,
+)
+_TYPO_MODEL = _TINY.replace(image_resolution=64, vision_patch_size=16)  # 64 px in the same 16 patches
 
 RECIPES: dict[str, Recipe] = {
-    "ch1-demo": Recipe(
-        name="ch1-demo",
-        description="Chapter 1's live run: a tiny ViT CLIP trained in under a minute on two CPU cores.",
-        model=_TINY,
-        train=_DEMO_TRAINING,
-    ),
-    "ch1-scenes": Recipe(
-        name="ch1-scenes",
-        description="The probe model of Chapter 1.6 (Limitations, measured): trained on scenes of up to four "
-                    "objects, with relation and count captions.",
-        model=_TINY.replace(context_length=16),
-        train=TrainConfig(steps=350, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1),
-        n_train=15_000,
-        max_objects=4,
-    ),
+    "ch1-demo": _DEMO,
+    "ch1-scenes": _SCENES,
     "ch3-best": Recipe(
         name="ch3-best",
         description="Chapter 3's best tiny model: ch1-demo's ViT CLIP trained longer on twice the data.",
@@ -154,55 +157,33 @@ RECIPES: dict[str, Recipe] = {
         n_train=40_000,
     ),
     # Chapter 6: robustness, bias and failure modes (one block per page, in page order)
-    "ch6-one-style": Recipe(
-        name="ch6-one-style",
+    "ch6-one-style": replace(
+        _DEMO, name="ch6-one-style", styles=("filled",),
         description="A narrow-data model for asking where robustness comes from: ch1-demo's settings, "
-                    "trained on filled shapes only.",
-        model=_TINY,
-        train=_DEMO_TRAINING,
-        styles=("filled",),
-    ),
-    "ch6-many-styles": Recipe(
-        name="ch6-many-styles",
+                    "trained on filled shapes only."),
+    "ch6-many-styles": replace(
+        _DEMO, name="ch6-many-styles", styles=("filled", "outline", "striped"),
         description="A diverse-data model for asking where robustness comes from: ch1-demo's settings, "
-                    "trained on all three styles (filled, outline and striped) in equal shares.",
-        model=_TINY,
-        train=_DEMO_TRAINING,
-        styles=("filled", "outline", "striped"),
-    ),
-    **{f"ch6-bias-{pct}": Recipe(
-        name=f"ch6-bias-{pct}",
+                    "trained on all three styles (filled, outline and striped) in equal shares."),
+    **{f"ch6-bias-{pct}": replace(
+        _DEMO, name=f"ch6-bias-{pct}", spurious=("heart", "red", pct / 100),
         description=f"A biased model of Chapter 6.3 (Bias learned from data): ch1-demo's settings, trained on "
-                    f"data in which {pct}% of the single hearts are red (ch1-demo, with hearts of every colour alike, is its control).",
-        model=_TINY,
-        train=_DEMO_TRAINING,
-        spurious=("heart", "red", pct / 100),
-    ) for pct in (50, 90, 99)},
-    "ch6-typo": Recipe(
-        name="ch6-typo",
+                    f"data in which {pct}% of the single hearts are red (ch1-demo, with hearts of every colour "
+                    "alike, is its control).") for pct in (50, 90, 99)},
+    "ch6-typo": replace(
+        _DEMO, name="ch6-typo", model=_TYPO_MODEL, overlay=0.3,
         description="The reading model of Chapter 6.4 (Typographic attacks): ch1-demo's settings at 64 px "
-                    "(patch 16, so the same 16 patches), trained on data in which 30% of the images are signs captioned by their word.",
-        model=_TINY.replace(image_resolution=64, vision_patch_size=16),
-        train=_DEMO_TRAINING,
-        overlay=0.3,
-    ),
-    "ch6-typo-control": Recipe(
-        name="ch6-typo-control",
+                    "(patch 16, so the same 16 patches), trained on data in which 30% of the images are signs "
+                    "captioned by their word."),
+    "ch6-typo-control": replace(
+        _DEMO, name="ch6-typo-control", model=_TYPO_MODEL,
         description="The control of Chapter 6.4 (Typographic attacks): ch6-typo without the signs (no word is "
-                    "ever written).",
-        model=_TINY.replace(image_resolution=64, vision_patch_size=16),
-        train=_DEMO_TRAINING,
-    ),
-    "ch6-negclip": Recipe(
-        name="ch6-negclip",
+                    "ever written)."),
+    "ch6-negclip": replace(
+        _SCENES, name="ch6-negclip", hard_negatives=True,
         description="The remedy of Chapter 6.5 (Compositionality, revisited) for attribute binding: ch1-scenes's "
-                    "settings plus one hard-negative caption per pair, its two objects' colours or shapes swapped (NegCLIP).",
-        model=_TINY.replace(context_length=16),
-        train=TrainConfig(steps=350, batch_size=256, lr=2e-3, warmup_steps=40, weight_decay=0.1),
-        n_train=15_000,
-        max_objects=4,
-        hard_negatives=True,
-    ),
+                    "settings plus one hard-negative caption per pair, its two objects' colours or shapes "
+                    "swapped (NegCLIP)."),
 }
 
 
