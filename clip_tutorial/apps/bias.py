@@ -1,6 +1,6 @@
 """Bias learned from data: how a spurious correlation in the training pairs shows up in zero-shot answers.
 
-Explained in Chapter 6.3. A ShapesWorld built with ``spurious=(shape, colour, fraction)`` gives
+Explained in Chapter 6.4. A ShapesWorld built with ``spurious=(shape, colour, fraction)`` gives
 most objects of one shape one colour (most hearts are red). :func:`spurious_rates` measures, on a
 balanced test set, how often a CLIP trained on such data lets one attribute stand in for the other:
 how often it calls a heart of another colour red, and how often it calls a red object of another
@@ -38,7 +38,7 @@ def _check_labels(name: str, value: object, length: int | None = None) -> torch.
 
 @dataclass(frozen=True)
 class SpuriousRates:
-    """How often one attribute stands in for the other, on a balanced test set (Chapter 6.3).
+    """How often one attribute stands in for the other, on a balanced test set (Chapter 6.4).
 
     For the pair (shape, colour) = ("heart", "red"):
 
@@ -65,7 +65,7 @@ def _rate(hits: torch.Tensor, rows: torch.Tensor) -> float:
 def spurious_rates(predicted: torch.Tensor, labels: torch.Tensor, shape: str, colour: str) -> SpuriousRates:
     """Measure how often ``colour`` is predicted for other-coloured ``shape`` objects, and the reverse.
 
-    Explained in Chapter 6.3. Both tensors hold pair-class indices in the order of
+    Explained in Chapter 6.4. Both tensors hold pair-class indices in the order of
     :func:`clip_tutorial.data.class_names` (``colour_index * 8 + shape_index``): ``labels`` the
     truth of each image (``ShapesWorld.labels("pair")``), ``predicted`` the zero-shot answers among
     all 64 pairs. A rate is ``nan`` when the test set has no image of its kind.
@@ -98,7 +98,7 @@ def colour_gaps(similarity: torch.Tensor, labels: torch.Tensor, classes: Sequenc
                 colour: str) -> dict[str, float]:
     """Per shape, how much images of other colours prefer their own prompt to the ``colour`` one.
 
-    Explained in Chapter 6.3. ``similarity`` (N, C) holds each image's similarity to the prompts
+    Explained in Chapter 6.4. ``similarity`` (N, C) holds each image's similarity to the prompts
     of ``classes``, C (colour, shape) pairs; ``labels`` the true pair-class index of each image,
     as in :func:`spurious_rates`. For every shape whose own pairs and ``(colour, shape)`` are
     among the classes, the result is the mean, over the images of that shape in a colour other
@@ -143,7 +143,7 @@ def attribute_confusion(predicted: torch.Tensor, labels: torch.Tensor, kind: str
                         where: torch.Tensor | None = None) -> torch.Tensor:
     """Count true against predicted colours (or shapes): a (K, K) int64 table, rows the truth.
 
-    Explained in Chapter 6.3. ``predicted`` and ``labels`` are pair-class indices as in
+    Explained in Chapter 6.4. ``predicted`` and ``labels`` are pair-class indices as in
     :func:`spurious_rates`; ``kind`` is ``"colour"`` (8 x 8, in the order of ``COLOURS``) or
     ``"shape"`` (8 x 8, in the order of ``SHAPES``). ``where``, a boolean mask over the images,
     keeps only some of them (for example the hearts).
@@ -167,7 +167,7 @@ def fit_class_offsets(logits: torch.Tensor, target: torch.Tensor | None = None, 
                       tolerance: float = 1e-6) -> torch.Tensor:
     """One offset per class so that the mean softmax over a calibration set equals ``target``.
 
-    Explained in Chapter 6.3. ``logits`` (N, C) are the zero-shot logits of N calibration images
+    Explained in Chapter 6.4. ``logits`` (N, C) are the zero-shot logits of N calibration images
     whose classes are known to be balanced (``target`` uniform, the default) or to follow
     ``target``; their labels are not needed. A model that favours a class gives it more than its
     share of probability there; the offsets ``b`` take the surplus away, and a test image is

@@ -1,6 +1,6 @@
 """Attribute-binding probes: does the model know *which* object is red, or only *that* something is?
 
-Explained in Chapter 6.5. Chapter 1.6 (:mod:`clip_tutorial.apps.limitations`) found that a tiny CLIP
+Explained in Chapter 6.6. Chapter 1.6 (:mod:`clip_tutorial.apps.limitations`) found that a tiny CLIP
 knows which objects are in a picture but not how they are arranged. This module asks the sharper
 question of Winoground (Thrush et al., 2022) and ARO (Yuksekgonul et al., 2023): given two objects,
 does the model tie each colour to the right shape? Every probe scene shows two objects that differ
@@ -86,7 +86,7 @@ def binding_probe(model: CLIP, tokenizer: Tokenizer, n: int = 200, seed: int = 0
                   pairs: Sequence[Pair] | None = None, style: str = "filled") -> ProbeResult:
     """Two objects in a known relation: the true caption against the same words bound differently.
 
-    Explained in Chapter 6.5. Image ``i`` shows two small objects in relation
+    Explained in Chapter 6.6. Image ``i`` shows two small objects in relation
     ``RELATIONS[i % 4]``, e.g. a red circle left of a blue square. The true caption is
     ``"a red circle left of a blue square"``; the false one is, for ``contrast="colour"``,
     ``"a blue circle left of a red square"``, for ``"shape"``, ``"a red square left of a blue
@@ -133,7 +133,7 @@ def binding_probe(model: CLIP, tokenizer: Tokenizer, n: int = 200, seed: int = 0
 
 @dataclass
 class WinogroundResult:
-    """Winoground's three scores on minimal pairs (Chapter 6.5).
+    """Winoground's three scores on minimal pairs (Chapter 6.6).
 
     Attributes:
         name: what was swapped, e.g. ``"winoground (colour)"``.
@@ -167,7 +167,7 @@ class WinogroundResult:
 def winoground_scores(scores: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per pair, whether Winoground's text, image and group tests pass, from ``(n, 2, 2)`` similarities.
 
-    Explained in Chapter 6.5. With ``s[i, j]`` image ``i`` against caption ``j`` of one pair, the
+    Explained in Chapter 6.6. With ``s[i, j]`` image ``i`` against caption ``j`` of one pair, the
     text test is ``s[0,0] > s[0,1] and s[1,1] > s[1,0]`` (each image picks its caption), the image
     test is ``s[0,0] > s[1,0] and s[1,1] > s[0,1]`` (each caption picks its image), and the group
     test is both (Thrush et al., 2022).
@@ -188,7 +188,7 @@ def winoground_probe(model: CLIP, tokenizer: Tokenizer, n: int = 200, seed: int 
                      pairs: Sequence[Pair] | None = None, style: str = "filled") -> WinogroundResult:
     """Winoground on ShapesWorld: two scenes that differ only in which object has which colour (or shape).
 
-    Explained in Chapter 6.5. Pair ``k`` is a scene such as a red circle left of a blue square and its
+    Explained in Chapter 6.6. Pair ``k`` is a scene such as a red circle left of a blue square and its
     twin with the colours (``swap="colour"``) or the shapes (``"shape"``) exchanged, a blue circle left
     of a red square, drawn at the same positions with the same background; the captions are the two
     scenes' relation captions, which use the same words. The relations are used in turn.

@@ -1,6 +1,6 @@
 """Typographic attacks: write a wrong colour name on an image and see whether the prediction follows it.
 
-Explained in Chapter 6.4 ("Typographic attacks"). Goh et al. (2021) fooled CLIP with a paper label:
+Explained in Chapter 6.5 ("Typographic attacks"). Goh et al. (2021) fooled CLIP with a paper label:
 an apple with "iPod" written on it was classified as an iPod. The tiny version writes a wrong
 colour name (a word every ShapesWorld tokenizer knows) on test images with
 :func:`clip_tutorial.data.overlay.write_word`, classifies them zero-shot among the colour-shape
@@ -68,7 +68,7 @@ class AttackResult:
 def wrong_colour_words(colour_labels: torch.Tensor, seed: int = 0, exclude: Sequence[str] = ()) -> list[str]:
     """For each image, a colour name other than its own, drawn uniformly and deterministically.
 
-    Explained in Chapter 6.4. ``colour_labels`` are indices into ``COLOURS``
+    Explained in Chapter 6.5. ``colour_labels`` are indices into ``COLOURS``
     (``ShapesWorld.labels("colour")``). Names in ``exclude`` are never drawn: the page excludes
     ``"black"``, the colour of the ink, so that a prediction of the written word cannot come from
     the letters' colour instead of their meaning.
@@ -101,7 +101,7 @@ def typographic_attack(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, 
                        defence: Callable[[torch.Tensor], torch.Tensor] | None = None) -> AttackResult:
     """Write ``words[i]`` on image ``i`` and compare zero-shot predictions before and after.
 
-    Explained in Chapter 6.4. The classes are all colour-shape pairs, with prompts from
+    Explained in Chapter 6.5. The classes are all colour-shape pairs, with prompts from
     ``templates``; ``defence``, if given, maps uint8 images to uint8 images and is applied to the
     clean and the attacked images alike (so its cost on clean accuracy is measured too).
 
@@ -134,7 +134,7 @@ def attack_grid(model: CLIP, tokenizer: Tokenizer, images: torch.Tensor, labels:
                 **options) -> torch.Tensor:
     """Attack success rate for every (size, position): a tensor ``(len(sizes), len(positions))``.
 
-    Explained in Chapter 6.4; ``options`` go to :func:`typographic_attack`.
+    Explained in Chapter 6.5; ``options`` go to :func:`typographic_attack`.
     """
     sizes = check_sequence("sizes", sizes, nonempty=True, expected="a list of sizes")
     positions = check_sequence("positions", positions, nonempty=True, expected="a list of positions")

@@ -1,6 +1,6 @@
 """Hard-negative captions: the true caption with two objects' attributes swapped, as in NegCLIP.
 
-Explained in Chapter 6.5. A caption of two objects, "a red circle left of a blue square", has the
+Explained in Chapter 6.6. A caption of two objects, "a red circle left of a blue square", has the
 same bag of words as "a blue circle left of a red square" (the colours swapped) and as "a red square
 left of a blue circle" (the shapes swapped). Both are false of the picture. A batch of ordinary
 training captions almost never holds such a pair, so the contrastive loss never asks the model to
@@ -32,7 +32,7 @@ _SHAPE_OF_WORD = {word: shape for shape, words in SHAPE_SYNONYMS.items() for wor
 def swap_attributes(caption: str, swap: str) -> str | None:
     """``caption`` with its two objects' colours (``swap="colour"``) or shape words (``"shape"``) exchanged.
 
-    Explained in Chapter 6.5. The caption must name exactly two objects, each as a colour word
+    Explained in Chapter 6.6. The caption must name exactly two objects, each as a colour word
     followed by a shape word, as ShapesWorld's relation captions do:
     ``swap_attributes("a red circle left of a blue box", "colour")`` is
     ``"a blue circle left of a red box"``. Nothing else in the caption moves.
@@ -66,7 +66,7 @@ def swap_attributes(caption: str, swap: str) -> str | None:
 def hard_negative_captions(data: ShapesWorld, seed: int, swaps: tuple[str, ...] = SWAPS) -> list[str]:
     """One hard negative per caption of ``data``: its two objects' attributes swapped.
 
-    Explained in Chapter 6.5. For each caption, one of ``swaps`` that changes its meaning is drawn
+    Explained in Chapter 6.6. For each caption, one of ``swaps`` that changes its meaning is drawn
     at random (see :func:`swap_attributes`); a caption with nothing to swap (one object, or identical
     objects) gets itself back, which the training loss reads as "no negative". In a recipe of up to
     four objects per scene, about one caption in eight or nine names two different objects.

@@ -1,6 +1,6 @@
 """Writing words on ShapesWorld images: the data and the attack of the typographic experiments.
 
-Explained in Chapter 6.4 ("Typographic attacks"). A word is drawn as a *label*: black letters on a
+Explained in Chapter 6.5 ("Typographic attacks"). A word is drawn as a *label*: black letters on a
 white rectangle, like the paper label "iPod" that Goh et al. (2021) stuck on an apple. The label is
 rendered once per (word, size, image size) with Pillow's built-in font (no download) and pasted
 into the image, so only the label's box changes.
@@ -13,7 +13,7 @@ Two uses:
   pairs (a photo of a shop sign, captioned with what the sign says), and they are where CLIP
   learned to read: for them the text in the image is the only way to match the caption. A word
   that merely repeats the object's colour teaches nothing new, since the colour is easier to see
-  than to read; the scratch runs of Chapter 6.4 found no reading learned from such data.
+  than to read; the scratch runs of Chapter 6.5 found no reading learned from such data.
 """
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def _label(word: str, pixels: int) -> np.ndarray:
 def word_label(word: str, image_size: int, size: float = 0.2) -> torch.Tensor:
     """The label that :func:`write_word` pastes: a uint8 tensor ``(3, h, w)``.
 
-    Explained in Chapter 6.4. ``size`` is the font size as a fraction of ``image_size`` (at 64
+    Explained in Chapter 6.5. ``size`` is the font size as a fraction of ``image_size`` (at 64
     pixels, 0.2 gives 13-pixel type); the label is the word's ink box plus one pixel of paper.
 
     Raises:
@@ -81,7 +81,7 @@ def word_box(word: str, image_size: int, size: float = 0.2,
              position: str | tuple[float, float] = "bottom") -> tuple[int, int, int, int]:
     """Pixel box ``(x0, y0, x1, y1)`` (end-exclusive) that :func:`write_word` would cover.
 
-    Explained in Chapter 6.4. The label is centred on ``position`` (a name of
+    Explained in Chapter 6.5. The label is centred on ``position`` (a name of
     :data:`~clip_tutorial.data.POSITIONS`, the centres of a 3x3 grid, or ``(x, y)`` as fractions of
     the side) and then moved inwards until it lies inside the image.
 
@@ -110,7 +110,7 @@ def write_word(images: torch.Tensor, word: str, size: float = 0.2,
                position: str | tuple[float, float] = "bottom") -> torch.Tensor:
     """A copy of ``images`` with ``word`` written on each, as black type on a white label.
 
-    Explained in Chapter 6.4 (the typographic attack). Only the pixels of :func:`word_box` change.
+    Explained in Chapter 6.5 (the typographic attack). Only the pixels of :func:`word_box` change.
 
     Args:
         images: uint8 images ``(3, H, W)`` or ``(N, 3, H, W)``, square, as in ``ShapesWorld.images``.
@@ -135,7 +135,7 @@ def write_word(images: torch.Tensor, word: str, size: float = 0.2,
 def overlay_words(data: ShapesWorld, fraction: float, seed: int) -> None:
     """Write a random colour name on ``fraction`` of ``data``'s images and make it their caption, in place.
 
-    Explained in Chapter 6.4. The images are chosen at random; each gets a colour name drawn
+    Explained in Chapter 6.5. The images are chosen at random; each gets a colour name drawn
     uniformly from :data:`~clip_tutorial.data.COLOURS` (independent of the object, so only reading
     tells it), a random letter size in :data:`OVERLAY_SIZES` and a random centre anywhere in the
     image (the label may cover part of the object). The image's caption becomes the word alone, as

@@ -188,7 +188,7 @@ def _check_pairs(heldout: object) -> tuple[tuple[str, str], ...]:
 
 def _check_spurious(spurious: object, split: str, pairs: Sequence[tuple[str, str]],
                     heldout: Sequence[tuple[str, str]]) -> tuple[str, str, float]:
-    """Validate ``(shape, colour, fraction)`` for :class:`ShapesWorld` (Chapter 6.3)."""
+    """Validate ``(shape, colour, fraction)`` for :class:`ShapesWorld` (Chapter 6.4)."""
     if not (isinstance(spurious, (tuple, list)) and len(spurious) == 3):
         raise TypeError(f"spurious: expected None or a (shape, colour, fraction) tuple such as "
                         f"('heart', 'red', 0.9), got {spurious!r}")
@@ -231,7 +231,7 @@ class ShapesWorld(torch.utils.data.Dataset):
         templates: single-object caption templates (fields ``{colour}``, ``{shape}``, ``{size}``,
             ``{where}``, ``{style}``); ``None`` means ``TEMPLATES``.
         transform: optional function applied to each image tensor by ``__getitem__``.
-        spurious: ``(shape, colour, fraction)`` makes the data biased (Chapter 6.3): each
+        spurious: ``(shape, colour, fraction)`` makes the data biased (Chapter 6.4): each
             single-object scene whose shape is ``shape`` gets ``colour`` with probability
             ``fraction`` and otherwise one of the shape's other colours of this split, uniformly.
             These colours are drawn from a random stream of their own, so the data differ from

@@ -402,10 +402,10 @@ def measure_reading_or_covering() -> str:
     """Run the typographic attack on ``ch1-demo`` and a blank-label control; return the letter the data support.
 
     300 test images each get a wrong colour name written on a white label at the bottom (a fifth of
-    the image high), as in Chapter 6.4; the control gets the same white label with no letters. Among
+    the image high), as in Chapter 6.5; the control gets the same white label with no letters. Among
     the images classified correctly when clean, the broken rate counts every changed prediction. The
     letter is ``"a"`` when most changes go to the written colour, ``"c"`` when most go to black, and
-    ``"b"`` when the blank label changes as many predictions as the words do. Explained in Chapter 6.4.
+    ``"b"`` when the blank label changes as many predictions as the words do. Explained in Chapter 6.5.
     """
     facts = _reading_facts()
     support = {"a": facts["flips"] / max(facts["changed"], 1), "c": facts["to_black"] / max(facts["changed"], 1),
@@ -418,7 +418,7 @@ def check_reading_or_covering(answer: Any, *, verbose: bool = True) -> CheckResu
 
     The check runs the attack and its blank-label control (see :func:`measure_reading_or_covering`,
     a few seconds) and says which statement the experiment bears out. ``None`` (no answer yet)
-    prints a reminder and returns a falsy result. Explained in Chapter 6.4.
+    prints a reminder and returns a falsy result. Explained in Chapter 6.5.
 
     Raises:
         TypeError: if ``answer`` is neither ``None`` nor a string.
@@ -448,7 +448,7 @@ def reference_attack_success_rate(labels: torch.Tensor, clean: torch.Tensor, att
 
     ``labels``, ``clean`` and ``attacked`` are pair-class indices (``colour * len(SHAPES) + shape``),
     ``written`` colour indices into ``COLOURS``. Computed by
-    :attr:`clip_tutorial.apps.typographic.AttackResult.success_rate`. Explained in Chapter 6.4.
+    :attr:`clip_tutorial.apps.typographic.AttackResult.success_rate`. Explained in Chapter 6.5.
     """
     words = [list(COLOURS)[int(c)] for c in written]
     return AttackResult(words, labels, clean, attacked).success_rate
@@ -489,7 +489,7 @@ def check_attack_success_rate(fn: Callable[[torch.Tensor, torch.Tensor, torch.Te
     prediction on the attacked one); ``written`` holds the colour index of the word written on each
     image, never the image's own colour. Some clean predictions are wrong, and at least one is
     right. The reference is :func:`reference_attack_success_rate`. Returns a
-    :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 6.4.
+    :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 6.5.
     """
     ensure_callable(fn, "fn")
 
@@ -521,7 +521,7 @@ def reference_swap_colours(caption: str) -> str | None:
     """``caption`` with its two objects' colours exchanged, or ``None`` when that changes nothing.
 
     Computed by :func:`clip_tutorial.data.negatives.swap_attributes` with ``swap="colour"``.
-    Explained in Chapter 6.5.
+    Explained in Chapter 6.6.
     """
     return swap_attributes(caption, "colour")
 
@@ -565,7 +565,7 @@ def check_swap_colours(fn: Callable[[str], str | None], *, trials: int = 10, see
     "box" and relations such as "under"), two objects of the same colour, one object, and counts
     ("there are three black hexagons"). The reference is
     :func:`clip_tutorial.data.negatives.swap_attributes` with ``swap="colour"``. Returns a
-    :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 6.5.
+    :class:`~clip_tutorial.exercises.CheckResult`. Explained in Chapter 6.6.
     """
     ensure_callable(fn, "fn")
     table = ["a red circle left of a blue square", "a green star above a green heart",

@@ -124,7 +124,7 @@ def multi_positive_clip_loss(logits_per_image: torch.Tensor, positives: torch.Te
 def hard_negative_clip_loss(logits_per_image: torch.Tensor, logits_negative: torch.Tensor) -> torch.Tensor:
     """CLIP's loss with extra hard-negative captions that the images must also reject (NegCLIP).
 
-    Explained in Chapter 6.5. Image ``i`` classifies its caption among the batch's ``N`` captions
+    Explained in Chapter 6.6. Image ``i`` classifies its caption among the batch's ``N`` captions
     *plus* ``M`` hard negatives (its own swapped caption and those of the other images), so the
     image-to-text term is a cross-entropy over ``N + M`` columns. The text-to-image term is the usual
     one over the ``N`` images: a hard negative has no image of its own, so it is never a row there.

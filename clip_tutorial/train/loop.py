@@ -173,7 +173,7 @@ def _loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tens
 
 def _hard_negative_loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor,
                         negatives: torch.Tensor) -> torch.Tensor:
-    """NegCLIP's loss on one process (Chapter 6.5): the images also reject the batch's hard negatives.
+    """NegCLIP's loss on one process (Chapter 6.6): the images also reject the batch's hard negatives.
 
     A negative identical to its caption means "this caption has none" and is left out, so with no
     negatives left this is CLIP's loss again. Captions and negatives go through the text encoder together.
@@ -283,7 +283,7 @@ def train_clip(
         checkpoint_dir: the folder of those training states.
         resume_from: a training state (or a folder of them, the latest is taken) to continue
             from; the run then ends with exactly the weights an uninterrupted run would have.
-        negatives: (N, context_length) token ids of one hard-negative caption per pair (Chapter 6.5,
+        negatives: (N, context_length) token ids of one hard-negative caption per pair (Chapter 6.6,
             :func:`~clip_tutorial.data.negatives.hard_negative_captions`); each image then also
             rejects the batch's negatives (:func:`~clip_tutorial.objectives.loss.hard_negative_clip_loss`).
             A negative equal to its caption counts as none. ``None`` (the default) trains exactly as without
@@ -319,7 +319,7 @@ def train_clip(
         with autocast:  # 3. forward and loss
             if negatives is None:
                 loss = _loss(model, batch_images, batch_tokens)
-            else:  # NegCLIP (Chapter 6.5): one process, so this process's rows are the whole batch
+            else:  # NegCLIP (Chapter 6.6): one process, so this process's rows are the whole batch
                 loss = _hard_negative_loss(model, batch_images, batch_tokens, negatives[index].to(loop.device))
         loss_value = _check_finite(all_reduce_mean(loss).item(), step, lr, config)  # the global batch's loss
         optimizer.zero_grad(set_to_none=True)

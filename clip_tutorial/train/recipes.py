@@ -52,12 +52,12 @@ class Recipe:
         max_objects: objects per training image.
         data_seed: seed of the training data.
         n_heldout: number of colour-shape combinations held out of training.
-        spurious: ``(shape, colour, fraction)`` to make the training data biased (Chapter 6.3): that
+        spurious: ``(shape, colour, fraction)`` to make the training data biased (Chapter 6.4): that
             fraction of the single objects of that shape have that colour; ``None`` for unbiased data.
-        overlay: fraction of the training images on which a word is written (Chapter 6.4, the
+        overlay: fraction of the training images on which a word is written (Chapter 6.5, the
             typographic attack), by :func:`clip_tutorial.data.overlay.overlay_words`; 0 for none.
         hard_negatives: train with one hard-negative caption per pair, its attributes swapped
-            (Chapter 6.5, as in NegCLIP), made by :func:`clip_tutorial.data.negatives.hard_negative_captions`.
+            (Chapter 6.6, as in NegCLIP), made by :func:`clip_tutorial.data.negatives.hard_negative_captions`.
     """
 
     name: str
@@ -159,29 +159,29 @@ RECIPES: dict[str, Recipe] = {
     # Chapter 6: robustness, bias and failure modes (one block per page, in page order)
     "ch6-one-style": replace(
         _DEMO, name="ch6-one-style", styles=("filled",),
-        description="A narrow-data model for asking where robustness comes from: ch1-demo's settings, "
+        description="The narrow-data model of Chapter 6.3 (Where robustness comes from): ch1-demo's settings, "
                     "trained on filled shapes only."),
     "ch6-many-styles": replace(
         _DEMO, name="ch6-many-styles", styles=("filled", "outline", "striped"),
-        description="A diverse-data model for asking where robustness comes from: ch1-demo's settings, "
+        description="The diverse-data model of Chapter 6.3 (Where robustness comes from): ch1-demo's settings, "
                     "trained on all three styles (filled, outline and striped) in equal shares."),
     **{f"ch6-bias-{pct}": replace(
         _DEMO, name=f"ch6-bias-{pct}", spurious=("heart", "red", pct / 100),
-        description=f"A biased model of Chapter 6.3 (Bias learned from data): ch1-demo's settings, trained on "
+        description=f"A biased model of Chapter 6.4 (Bias learned from data): ch1-demo's settings, trained on "
                     f"data in which {pct}% of the single hearts are red (ch1-demo, with hearts of every colour "
                     "alike, is its control).") for pct in (50, 90, 99)},
     "ch6-typo": replace(
         _DEMO, name="ch6-typo", model=_TYPO_MODEL, overlay=0.3,
-        description="The reading model of Chapter 6.4 (Typographic attacks): ch1-demo's settings at 64 px "
+        description="The reading model of Chapter 6.5 (Typographic attacks): ch1-demo's settings at 64 px "
                     "(patch 16, so the same 16 patches), trained on data in which 30% of the images are signs "
                     "captioned by their word."),
     "ch6-typo-control": replace(
         _DEMO, name="ch6-typo-control", model=_TYPO_MODEL,
-        description="The control of Chapter 6.4 (Typographic attacks): ch6-typo without the signs (no word is "
+        description="The control of Chapter 6.5 (Typographic attacks): ch6-typo without the signs (no word is "
                     "ever written)."),
     "ch6-negclip": replace(
         _SCENES, name="ch6-negclip", hard_negatives=True,
-        description="The remedy of Chapter 6.5 (Compositionality, revisited) for attribute binding: ch1-scenes's "
+        description="The remedy of Chapter 6.6 (Compositionality, revisited) for attribute binding: ch1-scenes's "
                     "settings plus one hard-negative caption per pair, its two objects' colours or shapes "
                     "swapped (NegCLIP)."),
 }
