@@ -196,3 +196,90 @@ def test_two_processes_match_one(two_process_run: tuple[dict, list], local_loss:
 def test_uneven_local_batches_raise_on_every_process(two_process_run: tuple[dict, list]) -> None:
     _, ranks = two_process_run
     assert all(bool(results["uneven_raised"]) for results in ranks)
+
+
+# ---------------------------------------------------------------- SigLIP's ring (Chapter 7.1)
+_SIGLIP_WORKER = '''
+import sys
+import torch
+import torch.nn.functional as F
+from clip_tutorial.objectives.distributed import all_reduce_mean, cleanup, setup_distributed
+from clip_tutorial.objectives.distributed_siglip import distributed_siglip_loss
+
+rank, world, _ = setup_distributed("gloo")
+generator = torch.Generator().manual_seed(0)
+batch = int(sys.argv[2])
+images = F.normalize(torch.randn(world * batch, 8, generator=generator, dtype=torch.float64), dim=-1)
+texts = F.normalize(torch.randn(world * batch, 8, generator=generator, dtype=torch.float64), dim=-1)
+mine = slice(rank * batch, (rank + 1) * batch)
+my_images, my_texts = images[mine].clone().requires_grad_(True), texts[mine].clone().requires_grad_(True)
+scale = torch.tensor(7.0, dtype=torch.float64, requires_grad=True)
+bias = torch.tensor(-3.0, dtype=torch.float64, requires_grad=True)
+loss = distributed_siglip_loss(my_images, my_texts, scale, bias)
+loss.backward()
+try:  # one process with a different local batch: every process must raise, none may hang
+    distributed_siglip_loss(my_images[: 1 + (rank == 0)].detach(), my_texts[: 1 + (rank == 0)].detach(), 7.0, -3.0)
+    uneven = False
+except ValueError:
+    uneven = True
+torch.save({"loss": loss.detach(), "mean_loss": all_reduce_mean(loss), "images_grad": my_images.grad,
+            "texts_grad": my_texts.grad, "scale_grad": scale.grad, "bias_grad": bias.grad,
+            "uneven_raised": torch.tensor(uneven)}, f"{sys.argv[1]}/rank{rank}.pt")
+cleanup()
+'''
+SIGLIP_LOCAL_BATCH = 3
+
+
+def test_siglip_single_process_equals_siglip_loss() -> None:
+    from clip_tutorial.objectives.distributed_siglip import distributed_siglip_loss
+    from clip_tutorial.objectives.loss import siglip_loss
+    images, texts = _features(seed=2)
+    scale, bias = torch.tensor(7.0, requires_grad=True), torch.tensor(-3.0, requires_grad=True)
+    got = distributed_siglip_loss(images, texts, scale, bias)
+    torch.testing.assert_close(got, siglip_loss(7.0 * images @ texts.t() - 3.0), rtol=0, atol=0)
+    got.backward()
+    assert scale.grad is not None and bias.grad is not None
+    for bad, error in (((images, texts, torch.ones(2), 0.0), ValueError), ((images, texts, 1.0, "b"), TypeError),
+                       ((images, texts[:3], 1.0, 0.0), ValueError)):
+        with pytest.raises(error):
+            distributed_siglip_loss(*bad)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_siglip_ring_matches_one_process(world: int, tmp_path: Path) -> None:
+    """W gloo processes passing text chunks round a ring reproduce the single-process loss and gradients."""
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with the gloo backend is not available")
+    from clip_tutorial.objectives.loss import siglip_loss
+    worker = tmp_path / "siglip_worker.py"
+    worker.write_text(_SIGLIP_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={world}", "--standalone",
+               str(worker), str(tmp_path), str(SIGLIP_LOCAL_BATCH)]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"torchrun failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
+    # The reference: the same global batch on one process.
+    generator = torch.Generator().manual_seed(0)
+    n = world * SIGLIP_LOCAL_BATCH
+    images = torch.nn.functional.normalize(torch.randn(n, 8, generator=generator, dtype=torch.float64), dim=-1)
+    texts = torch.nn.functional.normalize(torch.randn(n, 8, generator=generator, dtype=torch.float64), dim=-1)
+    images.requires_grad_(True)
+    texts.requires_grad_(True)
+    scale = torch.tensor(7.0, dtype=torch.float64, requires_grad=True)
+    bias = torch.tensor(-3.0, dtype=torch.float64, requires_grad=True)
+    loss = siglip_loss(scale * images @ texts.t() + bias)
+    loss.backward()
+    for rank, results in enumerate(ranks):
+        torch.testing.assert_close(results["mean_loss"], loss.detach(), rtol=1e-12, atol=0)
+        mine = slice(rank * SIGLIP_LOCAL_BATCH, (rank + 1) * SIGLIP_LOCAL_BATCH)
+        # Each process's feature gradients are W times its share of dL (gradient averaging divides by W).
+        torch.testing.assert_close(results["images_grad"] / world, images.grad[mine], rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(results["texts_grad"] / world, texts.grad[mine], rtol=1e-10, atol=1e-14)
+        assert bool(results["uneven_raised"])
+    for name, reference in (("scale_grad", scale.grad), ("bias_grad", bias.grad)):
+        mean = sum(results[name] for results in ranks) / world
+        torch.testing.assert_close(mean, reference, rtol=1e-10, atol=1e-14)
+    shares = [float(results["loss"]) for results in ranks]
+    assert len(set(shares)) == world, "each process returns its own share, not the global loss"

@@ -23,8 +23,8 @@ PACKAGE = ROOT / "clip_tutorial"
 
 # The layers, bottom to top, in the order the book introduces them. ``clip_tutorial.<layer>`` and everything
 # under it belongs to that layer; ``cli`` is the top, with the root ``__init__`` beside it.
-LAYERS = ("core", "text", "data", "model", "objectives", "evaluation", "weights", "train", "apps", "viz",
-          "exercises", "cli")
+LAYERS = ("core", "text", "data", "model", "objectives", "evaluation", "weights", "train", "generate", "apps",
+          "viz", "exercises", "cli")
 # Modules whose place is not their folder: ``python -m clip_tutorial.train`` runs ``train/__main__.py``,
 # an entry script that calls the command line, so it stands at the top with it.
 TOP_MODULES = ("", "cli", "train.__main__")

@@ -56,6 +56,8 @@ class CLIP(nn.Module):
     end-of-text token, normalised by ``ln_final`` and projected by ``text_projection``. The logit
     scale is stored as ``log(1 / 0.07)``; the forward pass multiplies by its exponential unclamped,
     as OpenAI's released code does, and training keeps it at most :data:`MAX_LOGIT_SCALE`.
+    With ``config.init_logit_bias`` set, the model also has SigLIP's learned ``logit_bias``, added to
+    every logit (Chapter 7.1); without it there is no such parameter and the state dict is CLIP's.
     """
 
     def __init__(self, config: CLIPConfig) -> None:
@@ -76,7 +78,11 @@ class CLIP(nn.Module):
                                        c.mlp_ratio, c.quick_gelu)
         self.ln_final = LayerNorm(c.transformer_width)
         self.text_projection = nn.Parameter(torch.empty(c.transformer_width, c.embed_dim))
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        scale = math.log(1 / 0.07) if c.init_logit_scale is None else c.init_logit_scale
+        self.logit_scale = nn.Parameter(torch.tensor(float(scale)))
+        self.logit_bias: nn.Parameter | None  # SigLIP's learned bias (Chapter 7.1), named as in HF's SiglipModel
+        self.register_parameter("logit_bias", None if c.init_logit_bias is None
+                                else nn.Parameter(torch.tensor(float(c.init_logit_bias))))
         self.register_buffer("attn_mask", causal_mask(c.context_length), persistent=False)
         self.initialize_parameters()
 
@@ -110,6 +116,47 @@ class CLIP(nn.Module):
             text: token ids, one row per text, padded; see :mod:`clip_tutorial.text.tokenizer`.
             normalize: L2-normalise the features (the joint-space embedding).
         """
+        x, eot = self._text_hidden(text)
+        features = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_image_tokens(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        """Every output token of the vision transformer in the joint space: (batch, 1 + patches, embed_dim).
+
+        Explained in Chapter 7.3 (FILIP). Each token goes through ``ln_post`` and ``proj`` as the class
+        token does in :meth:`encode_image`. The class token is kept (first): FILIP's image tokens are all
+        the encoder's outputs, and an image has no padding.
+
+        Raises:
+            TypeError: for a ResNet image tower, which has no tokens (its attention pool gives one vector).
+        """
+        if not isinstance(self.visual, VisionTransformer):
+            raise TypeError(f"encode_image_tokens: expected a ViT image tower, got {type(self.visual).__name__}; "
+                            "a ResNet's attention pool returns one vector per image, not tokens")
+        self._check_images(images)
+        tokens = self.visual.forward_tokens(images.to(self.dtype))
+        return F.normalize(tokens, dim=-1) if normalize else tokens
+
+    def encode_text_tokens(self, text: torch.Tensor, normalize: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every text position in the joint space, and which positions are real words.
+
+        Explained in Chapter 7.3 (FILIP). Each position goes through ``ln_final`` and
+        ``text_projection`` as the end-of-text token does in :meth:`encode_text`.
+
+        Returns:
+            ``(tokens, mask)``: tokens (batch, length, embed_dim); mask (batch, length), ``True`` from
+            the first word up to and including the end-of-text token. Padding is left out, as in FILIP;
+            so is the start token: under the causal mask it sees only itself, so its output is the same
+            vector for every text and says nothing about it.
+        """
+        x, eot = self._text_hidden(text)
+        tokens = x @ self.text_projection
+        position = torch.arange(text.shape[1], device=text.device)
+        mask = (position[None, :] >= 1) & (position[None, :] <= eot[:, None])
+        return (F.normalize(tokens, dim=-1) if normalize else tokens), mask
+
+    def _text_hidden(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text transformer's output after ``ln_final`` (batch, length, width), and each row's end-of-text index."""
         self._check_tokens(text)
         length = text.shape[1]
         x = self.token_embedding(text).to(self.dtype) + self.positional_embedding[:length].to(self.dtype)
@@ -119,8 +166,7 @@ class CLIP(nn.Module):
             eot = text.argmax(dim=-1)
         else:
             eot = (text == self.config.eot_token_id).int().argmax(dim=-1)
-        features = x[torch.arange(x.shape[0], device=x.device), eot] @ self.text_projection
-        return F.normalize(features, dim=-1) if normalize else features
+        return x, eot
 
     def logit_scale_value(self) -> torch.Tensor:
         """``exp(logit_scale)``, the multiplier 1 / temperature, unclamped as in OpenAI's forward pass.
@@ -134,6 +180,8 @@ class CLIP(nn.Module):
         image_features = self.encode_image(images, normalize=True)
         text_features = self.encode_text(text, normalize=True)
         logits_per_image = self.logit_scale_value() * image_features @ text_features.t()
+        if self.logit_bias is not None:  # SigLIP (Chapter 7.1): z = t * cos + b
+            logits_per_image = logits_per_image + self.logit_bias
         return CLIPOutput(logits_per_image, logits_per_image.t())
 
     def num_parameters(self) -> int:

@@ -10,7 +10,12 @@ from typing import Any
 
 from clip_tutorial.core.checks import check_choice, check_int, check_number, check_positive_int, check_type
 
-__all__ = ["CLIPConfig", "CONFIGS", "OFFICIAL_MODELS", "get_config", "list_configs"]
+__all__ = ["CLIPConfig", "CONFIGS", "OFFICIAL_MODELS", "OPTIONAL_FIELDS", "get_config", "list_configs"]
+
+
+#: Fields a CLIP's configuration leaves unset (SigLIP's initialisation, Chapter 7.1): a released
+#: model's configuration need not state them, and :meth:`CLIPConfig.to_dict` omits them when unset.
+OPTIONAL_FIELDS = ("init_logit_scale", "init_logit_bias")
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,10 @@ class CLIPConfig:
         quick_gelu: use OpenAI's ``x * sigmoid(1.702 x)`` approximation instead of exact GELU.
         eot_token_id: id of the end-of-text token the text tower pools at; ``None`` pools at the
             highest id in each sequence, as OpenAI's code does (its end token has the highest id).
+        init_logit_scale: initial value of the stored ``logit_scale`` (the log of the multiplier);
+            ``None`` means CLIP's ``log(1 / 0.07)``. SigLIP starts at ``log(10)`` (Chapter 7.1).
+        init_logit_bias: initial value of a learned bias added to every logit (SigLIP uses -10,
+            Chapter 7.1); ``None`` (the default) means no bias parameter at all, as in CLIP.
     """
 
     embed_dim: int = 64
@@ -54,6 +63,8 @@ class CLIPConfig:
     mlp_ratio: float = 4.0
     quick_gelu: bool = True
     eot_token_id: int | None = None
+    init_logit_scale: float | None = None
+    init_logit_bias: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.vision_layers, list):  # JSON has no tuples: accept the list and store a tuple
@@ -105,6 +116,9 @@ class CLIPConfig:
         if self.eot_token_id is not None:
             check_int("CLIPConfig.eot_token_id", self.eot_token_id, 0, self.vocab_size - 1,
                       expected=f"an id in [0, {self.vocab_size})")
+        for name in OPTIONAL_FIELDS:
+            if getattr(self, name) is not None:
+                check_number(f"CLIPConfig.{name}", getattr(self, name))
 
     @property
     def is_resnet(self) -> bool:
@@ -143,8 +157,15 @@ class CLIPConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as a plain JSON-serialisable dict (a ResNet's ``vision_layers`` becomes a list)."""
+        """The config as a plain JSON-serialisable dict (a ResNet's ``vision_layers`` becomes a list).
+
+        The SigLIP initialisation fields appear only when set, so a CLIP's dict is what it was before
+        they existed (model cards, conversions); :meth:`from_dict` fills them back with ``None``.
+        """
         data = dataclasses.asdict(self)
+        for name in OPTIONAL_FIELDS:
+            if data[name] is None:
+                del data[name]
         if isinstance(data["vision_layers"], tuple):
             data["vision_layers"] = list(data["vision_layers"])
         return data

@@ -18,6 +18,7 @@ class VisionTransformer(nn.Module):
     An image is cut into ``patch_size`` squares by a strided convolution without bias, a learned
     class token is prepended, learned positional embeddings are added, then ``ln_pre``, the
     transformer, ``ln_post`` on the class token, and a linear projection ``proj`` into the joint space.
+    :meth:`forward_tokens` applies the last two to every token instead (FILIP, Chapter 7.3).
     """
 
     def __init__(self, input_resolution: int, patch_size: int, width: int, layers: int, heads: int,
@@ -42,9 +43,19 @@ class VisionTransformer(nn.Module):
         x = torch.cat([cls, x], dim=1)
         return x + self.positional_embedding.to(x.dtype)
 
+    def hidden(self, images: torch.Tensor) -> torch.Tensor:
+        """The transformer's output for every token, before ``ln_post``: (batch, 1 + patches, width)."""
+        return self.transformer(self.ln_pre(self.tokens(images)))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Encode images (batch, 3, H, W) into (batch, output_dim) features, not yet normalised."""
-        x = self.ln_pre(self.tokens(images))
-        x = self.transformer(x)
-        x = self.ln_post(x[:, 0])
-        return x @ self.proj
+        return self.ln_post(self.hidden(images)[:, 0]) @ self.proj
+
+    def forward_tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Every output token in the joint space: (batch, 1 + patches, output_dim), class token first.
+
+        Explained in Chapter 7.3 (FILIP). Each token gets what :meth:`forward` gives the class token
+        (``ln_post``, then ``proj``), so ``forward_tokens(images)[:, 0]`` equals ``forward(images)``
+        up to rounding.
+        """
+        return self.ln_post(self.hidden(images)) @ self.proj

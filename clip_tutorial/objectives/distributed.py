@@ -28,7 +28,7 @@ from clip_tutorial.core.checks import (check_choice, check_int, check_number, ch
 
 from .loss import clip_loss
 
-__all__ = ["is_distributed", "rank_and_world", "setup_distributed", "cleanup", "all_reduce_mean",
+__all__ = ["is_distributed", "rank_and_world", "setup_distributed", "cleanup", "all_reduce_mean", "check_features",
            "gather_features", "distributed_clip_loss", "broadcast_parameters", "average_gradients", "shard_batch",
            "barrier"]
 
@@ -124,7 +124,8 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return total / dist.get_world_size()
 
 
-def _check_features(image_features: object, text_features: object) -> None:
+def check_features(image_features: object, text_features: object) -> None:
+    """Raise unless both are non-empty float (batch, embed_dim) matrices of the same shape (one text per image)."""
     for name, value in (("image_features", image_features), ("text_features", text_features)):
         check_tensor(name, value, ndim=2, floating=True, nonempty=True,
                      what="a floating-point (batch, embed_dim) matrix")
@@ -154,7 +155,7 @@ def gather_features(image_features: torch.Tensor, text_features: torch.Tensor) -
         ``(all_image_features, all_text_features)``, each (world_size * local_batch, embed_dim);
         the inputs themselves when no process group is initialised or it has one process.
     """
-    _check_features(image_features, text_features)
+    check_features(image_features, text_features)
     if not is_distributed() or dist.get_world_size() == 1:
         return image_features, text_features
     world = dist.get_world_size()
@@ -226,7 +227,7 @@ def distributed_clip_loss(image_features: torch.Tensor, text_features: torch.Ten
         A scalar tensor. Without a process group (or with one process) it equals
         ``clip_loss(logit_scale * image_features @ text_features.T)``.
     """
-    _check_features(image_features, text_features)
+    check_features(image_features, text_features)
     check_type("local_loss", local_loss, bool)
     if not isinstance(logit_scale, torch.Tensor):
         check_number("logit_scale", logit_scale)

@@ -1,6 +1,6 @@
 """CLIP's symmetric contrastive loss (InfoNCE over the image-text similarity matrix).
 
-Explained in Chapter 1.3 (the idea) and Chapter 2.3 (the maths).
+Explained in Chapter 1.3 (the idea) and Chapter 2.3 (the maths); SigLIP's sigmoid loss in Chapter 7.1.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from clip_tutorial.core.checks import check_sequence, check_tensor
 
 __all__ = ["clip_loss", "contrastive_accuracy", "clip_loss_gradient", "caption_positives", "multi_positive_clip_loss",
-           "hard_negative_clip_loss"]
+           "hard_negative_clip_loss", "siglip_loss", "siglip_loss_gradient"]
 
 
 def _check_logits(logits_per_image: torch.Tensor) -> int:
@@ -147,3 +147,55 @@ def hard_negative_clip_loss(logits_per_image: torch.Tensor, logits_negative: tor
     image_to_text = F.cross_entropy(torch.cat([logits_per_image, logits_negative.to(logits_per_image.dtype)], dim=1),
                                     labels)
     return (image_to_text + F.cross_entropy(logits_per_image.t(), labels)) / 2
+
+
+def _siglip_signs(n: int, like: torch.Tensor) -> torch.Tensor:
+    """The (n, n) label matrix of SigLIP: +1 on the diagonal (matching pairs), -1 elsewhere."""
+    return 2 * torch.eye(n, dtype=like.dtype, device=like.device) - 1
+
+
+def siglip_loss(logits: torch.Tensor) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al., 2023): every image-text pair is its own binary problem.
+
+    Explained in Chapter 7.1. ``logits[i, j] = t * cos(image_i, text_j) + b`` with the learned scale
+    ``t`` and bias ``b``. Pair ``(i, j)`` has the label ``+1`` when ``i == j`` and ``-1`` otherwise,
+    and the loss is the paper's
+
+    ``L = -sum over i, j of log sigmoid(label_ij * logits_ij) / N``,
+
+    a sum over all ``N^2`` pairs divided by the batch size (not by ``N^2``), as in the paper and
+    open_clip's ``SigLipLoss``. No softmax couples the entries: each pair's term needs only its own
+    logit, which is what lets the distributed form work block by block
+    (:mod:`clip_tutorial.objectives.distributed_siglip`).
+
+    Args:
+        logits: (batch, batch) ``t * cos + b``, matching pairs on the diagonal.
+
+    Returns:
+        A scalar tensor.
+    """
+    n = _check_logits(logits)
+    return -F.logsigmoid(_siglip_signs(n, logits) * logits).sum() / n
+
+
+def siglip_loss_gradient(logits: torch.Tensor) -> torch.Tensor:
+    """The gradient of :func:`siglip_loss` with respect to ``logits``, in closed form.
+
+    Explained in Chapter 7.1. Since ``d/dz [-log sigmoid(y z)] = -y sigmoid(-y z)`` and the sum is
+    divided by ``N``:
+
+    ``dL/dlogits_ij = -label_ij * sigmoid(-label_ij * logits_ij) / N``,
+
+    that is ``(sigmoid(z_ii) - 1) / N`` on the diagonal (pull the pair up) and ``sigmoid(z_ij) / N``
+    off it (push it down, harder the more it is believed to match). Each entry depends on its own
+    logit only, unlike :func:`clip_loss_gradient`, where a softmax mixes a whole row and column.
+
+    Args:
+        logits: (batch, batch) ``t * cos + b``, matching pairs on the diagonal.
+
+    Returns:
+        A (batch, batch) tensor, equal to what autograd computes for ``siglip_loss(logits)``.
+    """
+    n = _check_logits(logits)
+    signs = _siglip_signs(n, logits)
+    return -signs * torch.sigmoid(-signs * logits) / n

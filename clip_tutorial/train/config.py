@@ -16,7 +16,10 @@ from torch import nn
 
 from clip_tutorial.core.checks import check_range
 
-__all__ = ["PRECISIONS", "TrainConfig", "History", "param_groups", "lr_at"]
+__all__ = ["PRECISIONS", "LOSSES", "TrainConfig", "History", "param_groups", "lr_at"]
+
+#: The training objectives that ``TrainConfig.loss`` names.
+LOSSES = ("clip", "siglip", "filip")
 
 #: The autocast dtype of each ``TrainConfig.precision`` (``None``: plain fp32).
 PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -44,6 +47,10 @@ class TrainConfig:
             back, CLIP's only augmentation
             (:func:`~clip_tutorial.data.augment.random_resized_crop`, explained in Chapters 3.1 and
             3.2); ``None`` (the default) trains on the images as they are.
+        loss: the objective, one of :data:`LOSSES`: ``"clip"`` (CLIP's softmax loss, the default),
+            ``"siglip"`` (SigLIP's pairwise sigmoid loss, Chapter 7.1) or ``"filip"`` (FILIP's token-wise
+            late interaction, Chapter 7.3).
+        lock_image: train the text tower only, against a frozen image tower (LiT, Chapter 7.4).
     """
 
     steps: int = 1000
@@ -58,6 +65,8 @@ class TrainConfig:
     log_every: int = 1
     precision: str = "fp32"
     crop_scale: tuple[float, float] | None = None
+    loss: str = "clip"
+    lock_image: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every"):
@@ -74,6 +83,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip: expected a positive norm or None, got {self.grad_clip!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"TrainConfig.precision: expected one of {sorted(PRECISIONS)}, got {self.precision!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"TrainConfig.loss: expected one of {LOSSES}, got {self.loss!r}")
+        if not isinstance(self.lock_image, bool):
+            raise TypeError(f"TrainConfig.lock_image: expected a bool, got {type(self.lock_image).__name__}")
         if self.crop_scale is not None:  # kept as a tuple of floats, also when given a list (read from JSON)
             object.__setattr__(self, "crop_scale", check_range("TrainConfig.crop_scale", self.crop_scale, upper=1.0))
 

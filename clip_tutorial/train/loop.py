@@ -22,7 +22,9 @@ from clip_tutorial.data.augment import random_resized_crop, sample_crop_boxes
 from clip_tutorial.model import CLIP, MAX_LOGIT_SCALE
 from clip_tutorial.objectives.distributed import (all_reduce_mean, average_gradients, barrier, broadcast_parameters,
                                                   distributed_clip_loss, rank_and_world, shard_batch)
-from clip_tutorial.objectives.loss import hard_negative_clip_loss
+from clip_tutorial.objectives.distributed_siglip import distributed_siglip_loss
+from clip_tutorial.objectives.filip import filip_loss
+from clip_tutorial.objectives.loss import hard_negative_clip_loss, siglip_loss
 from .config import PRECISIONS, History, TrainConfig, param_groups, lr_at
 from .state import (TrainingState, global_rng_states, load_training_state, save_training_state,
                     set_global_rng_states)
@@ -69,7 +71,10 @@ class LoopState:
     @classmethod
     def start(cls, model: CLIP, config: TrainConfig, device: torch.device) -> LoopState:
         """Put ``model`` on ``device`` in training mode (rank 0's weights on every process) and build the rest."""
-        model.to(device).train()
+        model.to(device)
+        if config.lock_image:  # LiT (Chapter 7.4): no gradient, hence no AdamW state, for the image tower
+            model.visual.requires_grad_(False)
+        _train_mode(model, config)
         broadcast_parameters(model)  # a no-op for one process
         optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr,
                                       betas=config.betas, eps=config.eps)
@@ -113,6 +118,13 @@ class LoopState:
         paused = time.perf_counter()
         yield paused - self.clock
         self.clock += time.perf_counter() - paused
+
+
+def _train_mode(model: CLIP, config: TrainConfig) -> None:
+    """Training mode, except a locked image tower (LiT, Chapter 7.4), which stays in eval mode."""
+    model.train()
+    if config.lock_image:
+        model.visual.eval()
 
 
 def _check_arguments(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, config: TrainConfig,
@@ -171,6 +183,22 @@ def _loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tens
     return distributed_clip_loss(image_features, text_features, model.logit_scale_value(), local_loss=True)
 
 
+def _siglip_loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor, world: int) -> torch.Tensor:
+    """SigLIP's sigmoid loss (Chapter 7.1): :func:`siglip_loss` on one process, the ring form on several.
+
+    Several processes: :func:`~clip_tutorial.objectives.distributed_siglip.distributed_siglip_loss`, whose
+    mean over processes (and, after gradient averaging, whose gradients) are those of the whole batch.
+    """
+    if model.logit_bias is None:
+        raise ValueError("model: expected a CLIP with a logit_bias for TrainConfig(loss='siglip'); build it with "
+                         "CLIPConfig(init_logit_scale=math.log(10), init_logit_bias=-10.0), SigLIP's initialisation")
+    image_features = model.encode_image(images, normalize=True)
+    text_features = model.encode_text(tokens, normalize=True)
+    if world == 1:
+        return siglip_loss(model.logit_scale_value() * image_features @ text_features.t() + model.logit_bias)
+    return distributed_siglip_loss(image_features, text_features, model.logit_scale_value(), model.logit_bias)
+
+
 def _hard_negative_loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor,
                         negatives: torch.Tensor) -> torch.Tensor:
     """NegCLIP's loss on one process (Chapter 6.6): the images also reject the batch's hard negatives.
@@ -192,6 +220,24 @@ def _check_negatives(negatives: torch.Tensor, tokens: torch.Tensor, world: int) 
     if world > 1:
         raise ValueError(f"negatives: hard negatives are supported on one process only, got {world} processes; "
                          "train without negatives under torchrun, or on one process")
+
+
+def _filip_loss(model: CLIP, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """FILIP's loss on one process (Chapter 7.3): unit tokens of both towers, token-wise late interaction."""
+    text_tokens, text_mask = model.encode_text_tokens(tokens, normalize=True)
+    return filip_loss(model.encode_image_tokens(images, normalize=True), text_tokens, text_mask,
+                      model.logit_scale_value())
+
+
+def _check_filip(model: CLIP, negatives: torch.Tensor | None, world: int) -> None:
+    if model.config.is_resnet:
+        raise ValueError("config.loss: 'filip' needs a ViT image tower (it matches patch tokens), "
+                         "got a ResNet model")
+    if negatives is not None:
+        raise ValueError("negatives: hard negatives are supported with TrainConfig(loss='clip') only, got loss='filip'")
+    if world > 1:
+        raise ValueError(f"config.loss: 'filip' is supported on one process only, got {world} processes; "
+                         "train it without torchrun, or on one process")
 
 
 def _check_finite(loss: float, step: int, lr: float, config: TrainConfig) -> float:
@@ -227,7 +273,7 @@ def _evaluate(loop: LoopState, eval_fn: Callable[[CLIP], dict[str, float]]) -> N
     with loop.paused() as seconds:
         loop.model.eval()
         loop.history.evals.append({"step": loop.step, "seconds": seconds, **eval_fn(loop.model)})
-        loop.model.train()
+        _train_mode(loop.model, loop.config)
 
 
 def _save(loop: LoopState, folder: str | os.PathLike, rank: int) -> None:
@@ -259,6 +305,24 @@ def train_clip(
     optionally crops them at random (``config.crop_scale``, Chapters 3.1 and 3.2), computes CLIP's
     loss (under autocast when ``config.precision`` asks for it), clips the gradient norm, steps
     AdamW, and clamps the logit scale so that it never exceeds ``log(100)``.
+
+    ``config.loss="siglip"`` (Chapter 7.1) trains with SigLIP's pairwise sigmoid loss instead
+    (:func:`~clip_tutorial.objectives.loss.siglip_loss`; on several processes the ring form
+    :func:`~clip_tutorial.objectives.distributed_siglip.distributed_siglip_loss`); the model needs a
+    ``logit_bias`` (``CLIPConfig.init_logit_bias``, -10 with ``init_logit_scale=log(10)`` as in the paper).
+    The logit scale keeps the same clamp at 100: open_clip's training loop applies it to every model,
+    SigLIP's included, while the paper starts the scale at 10 and mentions no clip. The clamp only acts
+    if the scale would pass 100, and keeping it makes a CLIP-vs-SigLIP comparison differ in the loss
+    alone. The bias is not clamped.
+
+    ``config.lock_image=True`` (LiT, Chapter 7.4) trains the text tower (and the scale and bias)
+    only: the image tower gets no gradient and no AdamW state (so no weight decay either), stays in
+    eval mode and ends bit-identical. Its ``requires_grad`` flags are restored after the run.
+
+    ``config.loss="filip"`` (Chapter 7.3) trains with FILIP's token-wise late interaction
+    (:func:`~clip_tutorial.objectives.filip.filip_loss` on the unit tokens of
+    :meth:`~clip_tutorial.model.CLIP.encode_image_tokens` and :meth:`~clip_tutorial.model.CLIP.encode_text_tokens`),
+    with CLIP's logit scale and its clamp; ViT image towers only, one process, no hard negatives.
 
     Under ``torchrun``, once :func:`~clip_tutorial.objectives.distributed.setup_distributed` has joined the
     ``W`` processes, the same call trains like one process on the whole batch (Chapter 3.4): all
@@ -301,6 +365,10 @@ def train_clip(
     _check_arguments(model, images, tokens, config, checkpoint_every, checkpoint_dir, world)
     if negatives is not None:
         _check_negatives(negatives, tokens, world)
+    if config.loss == "siglip" and negatives is not None:
+        raise ValueError("negatives: hard negatives are supported with TrainConfig(loss='clip') only, got loss='siglip'")
+    if config.loss == "filip":
+        _check_filip(model, negatives, world)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     autocast = _autocast(device, config.precision)
     loop = LoopState.start(model, config, device)
@@ -317,7 +385,11 @@ def train_clip(
             group["lr"] = lr
         batch_images, batch_tokens = _local_batch(loop, images, tokens, index, rank, world)
         with autocast:  # 3. forward and loss
-            if negatives is None:
+            if config.loss == "siglip":  # Chapter 7.1
+                loss = _siglip_loss(model, batch_images, batch_tokens, world)
+            elif config.loss == "filip":  # Chapter 7.3: one process, so this process's rows are the whole batch
+                loss = _filip_loss(model, batch_images, batch_tokens)
+            elif negatives is None:
                 loss = _loss(model, batch_images, batch_tokens)
             else:  # NegCLIP (Chapter 6.6): one process, so this process's rows are the whole batch
                 loss = _hard_negative_loss(model, batch_images, batch_tokens, negatives[index].to(loop.device))
@@ -326,7 +398,7 @@ def train_clip(
         (loss if scaler is None else scaler.scale(loss)).backward()  # 4. backward
         average_gradients(model)  # identical gradients, hence identical steps, on every process
         _clip_and_step(loop)  # 5. clip the gradient norm, 6. the AdamW step
-        with torch.no_grad():  # 7. clip the logit scale
+        with torch.no_grad():  # 7. clip the logit scale (SigLIP too, as open_clip does; see the docstring)
             model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
         loop.step = step + 1
         if _due(loop.step, config.log_every, config.steps):  # log
@@ -342,5 +414,7 @@ def train_clip(
             _save(loop, checkpoint_dir, rank)
     history.seconds = time.perf_counter() - loop.clock
     bar.close()
+    if config.lock_image:  # the tower was frozen for this run only
+        model.visual.requires_grad_(True)
     model.eval()
     return history

@@ -58,6 +58,13 @@ class Recipe:
             typographic attack), by :func:`clip_tutorial.data.overlay.overlay_words`; 0 for none.
         hard_negatives: train with one hard-negative caption per pair, its attributes swapped
             (Chapter 6.6, as in NegCLIP), made by :func:`clip_tutorial.data.negatives.hard_negative_captions`.
+        caption_noise: fraction of the training pairs whose caption is replaced by the caption of
+            another pair with a different caption (Chapter 7.2, ALIGN's noisy alt-text), by
+            :func:`clip_tutorial.data.noise.corrupt_captions` seeded with ``data_seed``; 0 for none.
+        image_tower: the name of a shipped recipe whose trained image tower, the ``visual.*``
+            weights, initialises the model before training (Chapter 7.4, LiT); with
+            ``train.lock_image=True`` that tower is then kept frozen. ``None``: a fresh random tower.
+            The two recipes' image-tower sizes must agree.
     """
 
     name: str
@@ -72,6 +79,16 @@ class Recipe:
     spurious: tuple[str, str, float] | None = None
     overlay: float = 0.0
     hard_negatives: bool = False
+    caption_noise: float = 0.0
+    image_tower: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.caption_noise, bool) or not isinstance(self.caption_noise, (int, float)) \
+                or not 0 <= self.caption_noise <= 1:
+            raise ValueError(f"Recipe.caption_noise: expected a fraction in [0, 1], got {self.caption_noise!r}")
+        if self.image_tower is not None and (not isinstance(self.image_tower, str) or self.image_tower == self.name):
+            raise ValueError(f"Recipe.image_tower: expected the name of another recipe or None, "
+                             f"got {self.image_tower!r}")
 
     def fingerprint(self) -> str:
         """A short hash of every setting and of the source that makes the model, used to key the cache.
@@ -246,6 +263,25 @@ def evaluate_zero_shot(model: CLIP, tokenizer: WordTokenizer, heldout: Sequence[
     return results
 
 
+def _load_image_tower(model: CLIP, name: str, device: torch.device) -> None:
+    """Copy the ``visual.*`` weights of the model shipped for recipe ``name`` into ``model``.
+
+    Reads the checkpoint file directly (``train.shipped`` imports this module, so it cannot be used here).
+    """
+    from clip_tutorial.weights.checkpoints import checkpoint_paths, load_checkpoint
+
+    stem = Path(__file__).resolve().parent.parent / "weights" / "shipped" / get_recipe(name).name
+    if not checkpoint_paths(stem)[0].is_file():
+        raise ValueError(f"Recipe.image_tower: expected the name of a shipped model, got {name!r}, which is not "
+                         "shipped (ship it first with tools/ship_models.py)")
+    source = load_checkpoint(stem, map_location=device).model
+    try:
+        model.visual.load_state_dict(source.visual.state_dict())
+    except RuntimeError as err:
+        raise ValueError(f"Recipe.image_tower: the image tower of {name!r} does not fit this recipe's model "
+                         f"(the vision sizes of the two recipes must agree)") from err
+
+
 def train_recipe(name: str | Recipe, device: torch.device | str | None = None, progress: bool = True,
                  eval_every: int | None = None, seed: int | None = None, checkpoint_every: int | None = None,
                  checkpoint_dir: str | os.PathLike | None = None,
@@ -281,7 +317,11 @@ def train_recipe(name: str | Recipe, device: torch.device | str | None = None, p
     if recipe.overlay:
         from clip_tutorial.data.overlay import overlay_words
         overlay_words(data, fraction=recipe.overlay, seed=recipe.data_seed)  # changes data's images and captions
-    images, tokens = data.tensors(), tokenizer(data.captions)
+    captions = data.captions
+    if recipe.caption_noise:  # ALIGN's noisy alt-text (Chapter 7.2): some images get another pair's caption
+        from clip_tutorial.data.noise import corrupt_captions
+        captions, _ = corrupt_captions(captions, recipe.caption_noise, seed=recipe.data_seed)
+    images, tokens = data.tensors(), tokenizer(captions)
     negatives = None
     if recipe.hard_negatives:
         from clip_tutorial.data.negatives import hard_negative_captions
@@ -289,6 +329,8 @@ def train_recipe(name: str | Recipe, device: torch.device | str | None = None, p
     data_seconds = time.perf_counter() - started
     config = recipe.model.replace(vocab_size=tokenizer.vocab_size, eot_token_id=tokenizer.eot_id)
     model = CLIP(config).to(device)
+    if recipe.image_tower is not None:  # LiT (Chapter 7.4): start from a trained image tower
+        _load_image_tower(model, recipe.image_tower, device)
     eval_fn = (lambda m: evaluate_zero_shot(m, tokenizer, heldout, recipe.styles, n=500)) if eval_every else None
     history = train_clip(model, images, tokens, recipe.train, device=device, eval_fn=eval_fn,
                          eval_every=eval_every, progress=progress, checkpoint_every=checkpoint_every,

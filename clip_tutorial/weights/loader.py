@@ -42,7 +42,7 @@ import torch
 from clip_tutorial.core.storage import sha256_file
 from clip_tutorial.data import MEAN, STD
 from clip_tutorial.model import CLIP, CLIPConfig
-from clip_tutorial.model.config import CONFIGS
+from clip_tutorial.model.config import CONFIGS, OPTIONAL_FIELDS
 from .checkpoints import checkpoint_paths, load_checkpoint
 from .configs import config_facts, read_config_file
 from .convert import from_openai_state_dict
@@ -79,7 +79,7 @@ def _released(state_dict: dict[str, Any], config: Any, stated: dict[str, Any], f
                 model = from_openai_state_dict(state_dict, config, **stated)
             else:  # transformers' layout: every field must be stated, as its config.json does
                 facts = {**config_facts(config), **stated}
-                if set(facts) != set(CLIPConfig.__dataclass_fields__):
+                if set(facts) - set(OPTIONAL_FIELDS) != set(CLIPConfig.__dataclass_fields__) - set(OPTIONAL_FIELDS):
                     raise ValueError("its tensors have Hugging Face's names, so its configuration must come from "
                                      "the model's config.json: pass it as config=, or load the model's folder")
                 model = from_hf_state_dict(state_dict, CLIPConfig.from_dict(facts))
