@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from clip_tutorial.core.checks import check_number, describe
 
 from .distributed import check_features, rank_and_world
+from .loss import siglip_loss
 
 __all__ = ["distributed_siglip_loss"]
 
@@ -43,10 +44,9 @@ def _block_sum(images: torch.Tensor, texts: torch.Tensor, scale: torch.Tensor | 
                bias: torch.Tensor | float, positives: bool) -> torch.Tensor:
     """``-sum log sigmoid(label * (scale * images @ texts.T + bias))`` over one ``B x B`` block."""
     logits = scale * images @ texts.t() + bias
-    signs = -torch.ones_like(logits)
-    if positives:  # the block of this process's own texts: matching pairs on its diagonal
-        signs = signs + 2 * torch.eye(logits.shape[0], dtype=logits.dtype, device=logits.device)
-    return -F.logsigmoid(signs * logits).sum()
+    if positives:  # this process's own texts, matching pairs on the diagonal: the one-process loss, summed
+        return siglip_loss(logits) * logits.shape[0]
+    return -F.logsigmoid(-logits).sum()  # another process's texts: every pair is a negative
 
 
 def _send_right(tensor: torch.Tensor) -> torch.Tensor:

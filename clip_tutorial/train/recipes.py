@@ -30,6 +30,9 @@ from .loop import train_clip
 __all__ = ["Recipe", "RECIPES", "TrainedCLIP", "get_recipe", "make_tokenizer", "evaluate_zero_shot",
            "train_recipe", "EVAL_N", "EVAL_SEED"]
 
+#: The folder of the models shipped with the package (read by :mod:`clip_tutorial.train.shipped`).
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "shipped"
+
 #: Images per split in the book's zero-shot protocol, :func:`evaluate_zero_shot`.
 EVAL_N = 2000
 #: Seed of the evaluation images (the ``"all"`` split uses ``EVAL_SEED + 1``).
@@ -266,11 +269,12 @@ def evaluate_zero_shot(model: CLIP, tokenizer: WordTokenizer, heldout: Sequence[
 def _load_image_tower(model: CLIP, name: str, device: torch.device) -> None:
     """Copy the ``visual.*`` weights of the model shipped for recipe ``name`` into ``model``.
 
-    Reads the checkpoint file directly (``train.shipped`` imports this module, so it cannot be used here).
+    Reads the checkpoint file in :data:`WEIGHTS_DIR` directly (``train.shipped`` imports this module, so
+    its loaders cannot be used here).
     """
     from clip_tutorial.weights.checkpoints import checkpoint_paths, load_checkpoint
 
-    stem = Path(__file__).resolve().parent.parent / "weights" / "shipped" / get_recipe(name).name
+    stem = WEIGHTS_DIR / get_recipe(name).name
     if not checkpoint_paths(stem)[0].is_file():
         raise ValueError(f"Recipe.image_tower: expected the name of a shipped model, got {name!r}, which is not "
                          "shipped (ship it first with tools/ship_models.py)")

@@ -27,13 +27,9 @@ import torch
 
 from clip_tutorial.core.storage import cache_dir
 from clip_tutorial.weights.checkpoints import checkpoint_paths, load_checkpoint, read_description, save_checkpoint
-from .recipes import Recipe, TrainedCLIP, get_recipe, train_recipe
+from .recipes import WEIGHTS_DIR, Recipe, TrainedCLIP, get_recipe, train_recipe
 
 __all__ = ["WEIGHTS_DIR", "list_shipped", "shipped_path", "shipped_card", "shipped_recipe", "load_shipped", "load_or_train"]
-
-#: The folder of the shipped checkpoints, inside the installed package.
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "shipped"
-
 
 def list_shipped() -> list[str]:
     """The names of the shipped models (each also a recipe name), sorted.
