@@ -12,7 +12,7 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     """Write ``report`` to ``path`` as indented UTF-8 JSON (folders created) and print the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(f"\nwrote {path.relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path}")
+    print(f"\nwrote {path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path}")
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from clip_tutorial.model import CLIP, CLIPConfig
-from clip_tutorial.objectives.filip import (filip_logits, filip_loss, filip_scores, filip_similarity,
-                                            filip_zero_shot_predict)
+from clip_tutorial.objectives.filip import (filip_candidate_scores, filip_logits, filip_loss, filip_scores,
+                                            filip_similarity, filip_zero_shot_predict)
 from clip_tutorial.train.config import TrainConfig
 from clip_tutorial.train.loop import train_clip
 
@@ -220,3 +220,36 @@ def test_scores_and_zero_shot_predict():
         filip_scores(model, images, prompts.float())
     with pytest.raises(TypeError, match="model"):
         filip_scores("model", images, prompts)
+
+
+@pytest.mark.parametrize("direction", ["image", "text", "mean"])
+def test_candidate_scores_are_each_images_row_of_the_full_scores(direction):
+    model = _model()
+    g = torch.Generator().manual_seed(7)
+    images = torch.randn(5, 3, 16, 16, generator=g)
+    texts = _texts()
+    # image n gets its own candidates: different texts per row, in different orders, one repeated
+    candidates = torch.stack([texts[[n % 3, (n + 1) % 3, n % 2]] for n in range(5)])
+    model.train()
+    got = filip_candidate_scores(model, images, candidates, direction=direction, batch_size=2)
+    assert model.training and got.shape == (5, 3) and got.dtype == torch.float32
+    for n in range(5):  # the reference: every image against every text, then pick row n's candidates
+        want = filip_scores(model, images[n: n + 1], candidates[n], direction=direction)[0]
+        torch.testing.assert_close(got[n], want)
+    uint8 = torch.randint(0, 256, (5, 3, 16, 16), dtype=torch.uint8, generator=g)
+    assert filip_candidate_scores(model, uint8, candidates).shape == (5, 3)
+
+
+def test_candidate_scores_bad_inputs():
+    model, images, texts = _model(), torch.zeros(2, 3, 16, 16), _texts()
+    candidates = torch.stack([texts[:2], texts[1:]])
+    with pytest.raises(ValueError, match="candidates"):
+        filip_candidate_scores(model, images, candidates[:1])
+    with pytest.raises(ValueError, match="candidates"):
+        filip_candidate_scores(model, images, texts[:2])
+    with pytest.raises(TypeError, match="candidates"):
+        filip_candidate_scores(model, images, candidates.float())
+    with pytest.raises(ValueError, match="direction"):
+        filip_candidate_scores(model, images, candidates, direction="both")
+    with pytest.raises(ValueError, match="batch_size"):
+        filip_candidate_scores(model, images, candidates, batch_size=0)

@@ -19,10 +19,10 @@ notebooks: :func:`show_solution` prints one on request (see :mod:`clip_tutorial.
 
 Explained in Chapter 1 (section "Summary and exercises").
 """
-from . import ch1, ch2, ch3, ch4, ch5, ch6
+from . import ch1, ch2, ch3, ch4, ch5, ch6, ch7
 from .core import CheckResult, Hint, check_function
 from .predict import check_choice, check_estimate
 from .registry import Exercise, exercises, show_solution, verify_solution
 
 __all__ = ["CheckResult", "Hint", "check_function", "check_choice", "check_estimate", "Exercise", "exercises",
-           "show_solution", "verify_solution", "ch1", "ch2", "ch3", "ch4", "ch5", "ch6"]
+           "show_solution", "verify_solution", "ch1", "ch2", "ch3", "ch4", "ch5", "ch6", "ch7"]

@@ -32,7 +32,7 @@ from .core import CheckResult
 __all__ = ["CHAPTERS", "KINDS", "Exercise", "exercises", "solution", "show_solution", "verify_solution"]
 
 #: The chapters that have exercises, in reading order.
-CHAPTERS = ("ch1", "ch2", "ch3", "ch4", "ch5", "ch6")
+CHAPTERS = ("ch1", "ch2", "ch3", "ch4", "ch5", "ch6", "ch7")
 #: The kinds of exercise; "predict" and "diagnose" check the reader's reasoning, not only code.
 KINDS = ("implement", "predict", "diagnose")
 

@@ -15,14 +15,16 @@ from typing import Any
 
 import torch
 
-from clip_tutorial.core.checks import check_callable, check_positive_int, check_sequence, check_tensor, check_type
+from clip_tutorial.core.checks import (check_callable, check_number, check_positive_int, check_sequence, check_tensor,
+                                       check_type)
 from clip_tutorial.evaluation.zeroshot import encode_images
 from clip_tutorial.model import CLIP
 from clip_tutorial.train.fit import fit_minibatches
 
 from .diffusion import PARAMETERIZATIONS, NoiseSchedule, diffusion_loss
 
-__all__ = ["to_model_pixels", "to_uint8", "image_conditions", "text_token_conditions", "select_condition", "train_denoiser"]
+__all__ = ["to_model_pixels", "to_uint8", "image_conditions", "text_token_conditions", "select_condition",
+           "ema_decay_at", "train_denoiser"]
 
 
 def to_model_pixels(images: torch.Tensor) -> torch.Tensor:
@@ -90,16 +92,33 @@ def _rows(cond: Any) -> int | None:
     return check_tensor("cond", cond, nonempty=True).shape[0]
 
 
+def ema_decay_at(update: int, decay: float) -> float:
+    """The weight of the old average at the ``update``-th update (1, 2, ...): ``min(decay, (1 + k) / (10 + k))``.
+
+    Explained in Chapter 7.5. A plain average with ``decay`` close to 1 would remember the random
+    initial weights for thousands of steps; the warm-up ``(1 + k) / (10 + k)`` (as in TensorFlow's
+    ``ExponentialMovingAverage`` with ``num_updates``) lets a short run's average forget them.
+    """
+    update = check_positive_int("update", update)
+    return min(check_number("decay", decay, 0.0, 1.0, high_open=True), (1 + update) / (10 + update))
+
+
 def train_denoiser(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, cond: Any = None, *,
                    steps: int = 500, batch_size: int = 64, lr: float = 2e-3, p_uncond: float = 0.1,
-                   parameterization: str = "eps", weight_decay: float = 0.0, seed: int = 0,
-                   progress: bool = True) -> dict[str, Any]:
+                   parameterization: str = "eps", weight_decay: float = 0.0, ema_decay: float = 0.0,
+                   seed: int = 0, progress: bool = True) -> dict[str, Any]:
     """Train a denoiser with :func:`~clip_tutorial.generate.diffusion.diffusion_loss`; returns its history.
 
     Explained in Chapter 7.5. The loop is :func:`fit_minibatches`; each row's condition is dropped
     with probability ``p_uncond`` (for classifier-free guidance). ``x0`` is the
     data (N, ...) on the model's device; ``cond`` is ``None``, a tensor (N, ...) or a tuple of such
     tensors (tokens and mask). The model is left in eval mode.
+
+    With ``ema_decay > 0`` an exponential moving average of the weights is kept, updated after
+    every optimiser step with the weight :func:`ema_decay_at` on the old average, and the model
+    ends with the averaged weights (the last raw weights are discarded). A small diffusion model's
+    weights keep jumping around a good solution, step to step; their average sits nearer its
+    centre and samples cleaner pictures (Ho et al., 2020, used a decay of 0.9999).
 
     Returns:
         ``{"loss": [per-step losses], "seconds": training time}``.
@@ -115,12 +134,31 @@ def train_denoiser(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Te
         raise ValueError(f"cond: expected {x0.shape[0]} rows (one per sample of x0), got {rows}")
     if parameterization not in PARAMETERIZATIONS:
         raise ValueError(f"parameterization: expected one of {list(PARAMETERIZATIONS)}, got {parameterization!r}")
+    ema_decay = check_number("ema_decay", ema_decay, 0.0, 1.0, high_open=True)
+    average = [t.detach().clone() for t in model.state_dict().values()] if ema_decay > 0 else None
+    updates, calls = [0], [0]
+
+    def update_average() -> None:  # after an optimiser step: fold the current weights into the average
+        updates[0] += 1
+        decay = ema_decay_at(updates[0], ema_decay)
+        with torch.no_grad():
+            for avg, now in zip(average, model.state_dict().values()):
+                if avg.is_floating_point():
+                    avg.lerp_(now, 1 - decay)
+                else:
+                    avg.copy_(now)
+
+    def loss_of(index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if average is not None and calls[0]:  # fit_minibatches stepped the optimiser since the last call
+            update_average()
+        calls[0] += 1
+        return diffusion_loss(model, schedule, x0[index], select_condition(cond, index), p_uncond=p_uncond,
+                              parameterization=parameterization, generator=generator)
+
     start = time.perf_counter()
-    losses = fit_minibatches(
-        model, x0.shape[0],
-        lambda index, generator: diffusion_loss(model, schedule, x0[index], select_condition(cond, index),
-                                                p_uncond=p_uncond, parameterization=parameterization,
-                                                generator=generator),
-        steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, progress=progress,
-        desc="training the denoiser")
+    losses = fit_minibatches(model, x0.shape[0], loss_of, steps=steps, batch_size=batch_size, lr=lr,
+                             weight_decay=weight_decay, seed=seed, progress=progress, desc="training the denoiser")
+    if average is not None:
+        update_average()  # the last step's weights
+        model.load_state_dict(dict(zip(model.state_dict().keys(), average)))
     return {"loss": losses, "seconds": time.perf_counter() - start}

@@ -11,8 +11,12 @@ pairs each (``N = W * B``), process ``r``:
    neighbour ``r - 1`` (all indices modulo ``W``), scores its images against that chunk (all
    negatives), and repeats ``W - 1`` times, until it has seen every process's texts.
 
-No process ever holds more than one ``B x B`` block of logits or one foreign text chunk, instead
-of the ``N x N`` matrix (or its ``B x N`` rows) and every process's features. The exchange is
+In the forward pass no process holds more than one ``B x B`` block of logits or one foreign text
+chunk at a time, instead of the ``N x N`` matrix (or its ``B x N`` rows) and every process's
+features. Autograd, however, keeps what each block needs for the backward pass, so with gradients
+the memory a process holds still grows with ``W`` blocks, as CLIP's ``B x N`` rows do (Chapter 7.1
+measures it); reaching the paper's saving would need each block's gradient computed as it is
+visited. The exchange is
 differentiable: its backward pass sends each gradient back the way the chunk came, so each text
 feature receives the gradient of every process's terms that used it. This is the "chunked"
 implementation of Zhai et al. (2023) and of open_clip's ``SigLipLoss``.

@@ -8,6 +8,8 @@ text's real (non-padding) tokens. The two directions feed CLIP's two cross-entro
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 from clip_tutorial.core.checks import check_choice, check_positive_int, check_tensor
@@ -17,7 +19,8 @@ from clip_tutorial.model.clip import check_clip
 
 from .loss import clip_loss
 
-__all__ = ["DIRECTIONS", "filip_similarity", "filip_logits", "filip_loss", "filip_scores", "filip_zero_shot_predict"]
+__all__ = ["DIRECTIONS", "filip_similarity", "filip_logits", "filip_loss", "filip_scores", "filip_candidate_scores",
+           "filip_zero_shot_predict"]
 
 #: Which similarity :func:`filip_scores` returns: image-to-text, text-to-image, or their mean.
 DIRECTIONS = ("image", "text", "mean")
@@ -133,6 +136,29 @@ def filip_loss(image_tokens: torch.Tensor, text_tokens: torch.Tensor, text_mask:
     return clip_loss(*filip_logits(image_tokens, text_tokens, text_mask, logit_scale, image_mask))
 
 
+def _check_images_and_direction(model: CLIP, images: torch.Tensor, direction: str, batch_size: int) -> int:
+    """Check the arguments that :func:`filip_scores` and :func:`filip_candidate_scores` share; the batch size."""
+    check_clip("model", model)
+    check_tensor("images", images, shape=(None, 3, None, None), nonempty=True, what="a tensor (N, 3, H, W)")
+    check_choice("direction", direction, DIRECTIONS)
+    return check_positive_int("batch_size", batch_size)
+
+
+def _image_batches(model: CLIP, images: torch.Tensor, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+    """``(start, unit image tokens)`` for each batch of ``images``, normalising uint8 pixels first."""
+    device = next(model.parameters()).device
+    for start in range(0, images.shape[0], batch_size):
+        batch = images[start: start + batch_size]
+        batch = normalize_images(batch) if batch.dtype == torch.uint8 else batch
+        yield start, model.encode_image_tokens(batch.to(device), normalize=True)
+
+
+def _direction(image_to_text: torch.Tensor, text_to_image: torch.Tensor, direction: str) -> torch.Tensor:
+    """The similarity that ``direction`` names (see :data:`DIRECTIONS`), as float32 on the CPU."""
+    chosen = {"image": image_to_text, "text": text_to_image}.get(direction)
+    return (chosen if chosen is not None else (image_to_text + text_to_image) / 2).float().cpu()
+
+
 @torch.no_grad()
 def filip_scores(model: CLIP, images: torch.Tensor, text: torch.Tensor, direction: str = "image",
                  batch_size: int = 256) -> torch.Tensor:
@@ -151,24 +177,55 @@ def filip_scores(model: CLIP, images: torch.Tensor, text: torch.Tensor, directio
     Returns:
         A float32 CPU tensor (N_img, N_txt).
     """
-    check_clip("model", model)
-    check_tensor("images", images, shape=(None, 3, None, None), nonempty=True, what="a tensor (N, 3, H, W)")
+    batch_size = _check_images_and_direction(model, images, direction, batch_size)
     check_tensor("text", text, ndim=2, dtype=(torch.int64, torch.int32), nonempty=True,
                  what="integer token ids (N_txt, tokens), e.g. from a tokenizer")
-    check_choice("direction", direction, DIRECTIONS)
-    batch_size = check_positive_int("batch_size", batch_size)
-    device, was_training = next(model.parameters()).device, model.training
+    was_training = model.training
     model.eval()
     try:
-        text_tokens, text_mask = model.encode_text_tokens(text.to(device), normalize=True)
+        text_tokens, text_mask = model.encode_text_tokens(text.to(next(model.parameters()).device), normalize=True)
+        out = [_direction(*filip_similarity(image_tokens, text_tokens, text_mask), direction)
+               for _, image_tokens in _image_batches(model, images, batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def filip_candidate_scores(model: CLIP, images: torch.Tensor, candidates: torch.Tensor, direction: str = "image",
+                           batch_size: int = 256) -> torch.Tensor:
+    """FILIP similarity (N, C) of each image with its own ``C`` candidate texts, as a multiple-choice probe needs.
+
+    Explained in Chapter 7.3. :func:`filip_scores` compares every image with every text; when each
+    image has its own few candidates (a true caption and a false one, say), that wastes almost all of
+    the work: this function compares image ``n`` with the ``C`` texts of row ``n`` only.
+
+    Args:
+        model, images, direction, batch_size: as for :func:`filip_scores`.
+        candidates: token ids (N, C, context_length); row ``n`` holds image ``n``'s candidates.
+
+    Returns:
+        A float32 CPU tensor (N, C); ``out.argmax(dim=1)`` is each image's chosen candidate.
+
+    Raises:
+        ValueError: if ``candidates`` does not have one row per image.
+    """
+    batch_size = _check_images_and_direction(model, images, direction, batch_size)
+    n = images.shape[0]
+    check_tensor("candidates", candidates, shape=(n, None, None), dtype=(torch.int64, torch.int32), nonempty=True,
+                 what=f"integer token ids (N={n}, C, tokens), one row of candidate texts per image")
+    n_choices = candidates.shape[1]
+    was_training = model.training
+    model.eval()
+    try:
         out = []
-        for start in range(0, images.shape[0], batch_size):
-            batch = images[start: start + batch_size]
-            batch = normalize_images(batch) if batch.dtype == torch.uint8 else batch
-            image_tokens = model.encode_image_tokens(batch.to(device), normalize=True)
-            image_to_text, text_to_image = filip_similarity(image_tokens, text_tokens, text_mask)
-            chosen = {"image": image_to_text, "text": text_to_image}.get(direction)
-            out.append((chosen if chosen is not None else (image_to_text + text_to_image) / 2).float().cpu())
+        for start, image_tokens in _image_batches(model, images, batch_size):
+            rows = candidates[start: start + image_tokens.shape[0]].flatten(0, 1)
+            text_tokens, text_mask = model.encode_text_tokens(rows.to(image_tokens.device), normalize=True)
+            for i in range(image_tokens.shape[0]):
+                texts = slice(i * n_choices, (i + 1) * n_choices)
+                similarity = filip_similarity(image_tokens[i: i + 1], text_tokens[texts], text_mask[texts])
+                out.append(_direction(*similarity, direction))
     finally:
         model.train(was_training)
     return torch.cat(out)

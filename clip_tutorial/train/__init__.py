@@ -6,10 +6,10 @@ from .config import PRECISIONS, History, TrainConfig, lr_at, param_groups
 from .loop import LoopState, train_clip
 from .state import TrainingState, load_training_state, save_training_state
 from .recipes import RECIPES, Recipe, TrainedCLIP, evaluate_zero_shot, get_recipe, make_tokenizer, train_recipe
-from .shipped import list_shipped, load_or_train, load_shipped, shipped_card, shipped_recipe
+from .shipped import list_shipped, load_or_train, load_shipped, shipped_card, shipped_grid, shipped_recipe
 from . import recipes, shipped
 
 __all__ = ["PRECISIONS", "History", "TrainConfig", "lr_at", "param_groups", "LoopState", "train_clip", "TrainingState",
            "load_training_state", "save_training_state", "RECIPES", "Recipe", "TrainedCLIP", "evaluate_zero_shot",
            "get_recipe", "make_tokenizer", "train_recipe", "list_shipped", "load_or_train", "load_shipped",
-           "shipped_card", "shipped_recipe", "recipes", "shipped"]
+           "shipped_card", "shipped_grid", "shipped_recipe", "recipes", "shipped"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from .config import History, TrainConfig
 from .loop import train_clip
 
 __all__ = ["Recipe", "RECIPES", "TrainedCLIP", "get_recipe", "make_tokenizer", "evaluate_zero_shot",
-           "train_recipe", "EVAL_N", "EVAL_SEED"]
+           "train_supervised_tower", "train_recipe", "EVAL_N", "EVAL_SEED", "SUPERVISED", "SUPERVISED_TOWER"]
 
 #: The folder of the models shipped with the package (read by :mod:`clip_tutorial.train.shipped`).
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "shipped"
@@ -37,6 +38,10 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights" / "shipped"
 EVAL_N = 2000
 #: Seed of the evaluation images (the ``"all"`` split uses ``EVAL_SEED + 1``).
 EVAL_SEED = 12345
+#: ``Recipe.image_tower`` for a tower pre-trained on labels inside :func:`train_recipe` (Chapter 7.4).
+SUPERVISED = "supervised"
+#: How :func:`train_supervised_tower` trains that tower: the settings of Chapter 6.3's supervised ViT.
+SUPERVISED_TOWER = {"steps": 800, "batch_size": 128, "lr": 2e-3, "weight_decay": 0.1}
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,10 @@ class Recipe:
         image_tower: the name of a shipped recipe whose trained image tower, the ``visual.*``
             weights, initialises the model before training (Chapter 7.4, LiT); with
             ``train.lock_image=True`` that tower is then kept frozen. ``None``: a fresh random tower.
-            The two recipes' image-tower sizes must agree.
+            The two recipes' image-tower sizes must agree. :data:`SUPERVISED` (``"supervised"``):
+            the model's own image tower is first trained as a classifier of the training images'
+            colour-shape combinations (:func:`train_supervised_tower`), deterministically from this
+            recipe's data and seed; it needs single-object images without overlaid words.
     """
 
     name: str
@@ -90,8 +98,11 @@ class Recipe:
                 or not 0 <= self.caption_noise <= 1:
             raise ValueError(f"Recipe.caption_noise: expected a fraction in [0, 1], got {self.caption_noise!r}")
         if self.image_tower is not None and (not isinstance(self.image_tower, str) or self.image_tower == self.name):
-            raise ValueError(f"Recipe.image_tower: expected the name of another recipe or None, "
+            raise ValueError(f"Recipe.image_tower: expected the name of another recipe, {SUPERVISED!r} or None, "
                              f"got {self.image_tower!r}")
+        if self.image_tower == SUPERVISED and (self.max_objects != 1 or self.overlay):
+            raise ValueError(f"Recipe.image_tower: {SUPERVISED!r} labels each image by its one object, so it needs "
+                             f"max_objects=1 and overlay=0, got max_objects={self.max_objects}, overlay={self.overlay}")
 
     def fingerprint(self) -> str:
         """A short hash of every setting and of the source that makes the model, used to key the cache.
@@ -131,7 +142,7 @@ class Recipe:
 TRAINING_SOURCES = ("core", "model/config.py", "model/transformer.py", "model/vision.py", "model/clip.py",
                     "data/render.py", "data/shapesworld.py", "data/augment.py", "data/overlay.py", "text/tokenizer.py",
                     "objectives", "weights/checkpoints.py", "weights/architecture.py", "train/loop.py", "train/state.py",
-                    "train/recipes.py")
+                    "train/recipes.py", "train/classifier.py")
 
 
 def _training_sources() -> list[Path]:
@@ -165,6 +176,30 @@ _SCENES = Recipe(
     max_objects=4,
 )
 _TYPO_MODEL = _TINY.replace(image_resolution=64, vision_patch_size=16)  # 64 px in the same 16 patches
+
+#: Chapter 7.1's batch sizes; every point sees ch1-demo's number of pairs (steps x batch size).
+SWEEP_BATCHES = (16, 64, 256, 1024)
+#: Chapter 7.2's grid: percent of wrong captions, and numbers of training pairs.
+ALIGN_NOISE = (0, 20, 40, 60)
+ALIGN_DATA = (5_000, 10_000, 20_000, 40_000)
+
+
+def _batch_sweep(loss: str, batch: int) -> Recipe:
+    """ch1-demo at another batch size and the same seen pairs, for CLIP's loss or SigLIP's (Chapter 7.1).
+
+    The learning rate scales with the square root of the batch size and the warm-up keeps its share of the
+    pairs; SigLIP starts from the paper's temperature 10 and bias -10.
+    """
+    pairs = _DEMO.train.steps * _DEMO.train.batch_size
+    model = _DEMO.model.replace(init_logit_scale=math.log(10), init_logit_bias=-10.0) if loss == "siglip" \
+        else _DEMO.model
+    train = replace(_DEMO.train, steps=pairs // batch, batch_size=batch, loss=loss,
+                    lr=_DEMO.train.lr * math.sqrt(batch / _DEMO.train.batch_size),
+                    warmup_steps=max(1, round(_DEMO.train.warmup_steps * _DEMO.train.batch_size / batch)))
+    return replace(_DEMO, name=f"ch7-{loss}-b{batch}", model=model, train=train,
+                   description=f"A point of the batch sweep of Chapter 7.1 (SigLIP: a sigmoid instead of a softmax): "
+                               f"ch1-demo's data and seen pairs, batch {batch}, "
+                               f"{'SigLIP' if loss == 'siglip' else 'CLIP'}'s loss.")
 
 RECIPES: dict[str, Recipe] = {
     "ch1-demo": _DEMO,
@@ -204,6 +239,38 @@ RECIPES: dict[str, Recipe] = {
         description="The remedy of Chapter 6.6 (Compositionality, revisited) for attribute binding: ch1-scenes's "
                     "settings plus one hard-negative caption per pair, its two objects' colours or shapes "
                     "swapped (NegCLIP)."),
+    # Chapter 7: after CLIP (one block per page, in page order)
+    **{f"ch7-{loss}-b{batch}": _batch_sweep(loss, batch) for loss in ("clip", "siglip") for batch in SWEEP_BATCHES},
+    **{f"ch7-align-n{noise}-d{n_train // 1000}k": replace(
+        _DEMO, name=f"ch7-align-n{noise}-d{n_train // 1000}k", caption_noise=noise / 100, n_train=n_train,
+        train=replace(_DEMO.train, steps=_DEMO.train.steps * n_train // _DEMO.n_train),
+        description=f"A point of the grid of Chapter 7.2 (ALIGN: scale beats noise): ch1-demo's settings on {n_train:,} "
+                    f"pairs, {noise}% of them with another pair's caption, trained for ch1-demo's number of "
+                    "epochs.") for noise in ALIGN_NOISE for n_train in ALIGN_DATA},
+    "ch7-filip": replace(
+        _DEMO, name="ch7-filip", train=replace(_DEMO.train, loss="filip"),
+        description="The FILIP of Chapter 7.3 (FILIP: matching tokens, not vectors): ch1-demo's settings with "
+                    "token-wise late interaction in the loss."),
+    "ch7-filip-scenes": replace(
+        _SCENES, name="ch7-filip-scenes", train=replace(_SCENES.train, loss="filip"),
+        description="The probe model of Chapter 7.3 (FILIP: matching tokens, not vectors): ch1-scenes's settings "
+                    "with token-wise late interaction in the loss."),
+    "ch7-lit": replace(
+        _DEMO, name="ch7-lit", image_tower="ch1-demo", train=replace(_DEMO.train, lock_image=True),
+        description="The locked-tower model of Chapter 7.4 (LiT: lock the image tower): ch1-demo's settings, a "
+                    "fresh text tower trained against the shipped ch1-demo image tower, locked."),
+    "ch7-lit-unlocked": replace(
+        _DEMO, name="ch7-lit-unlocked", image_tower="ch1-demo",
+        description="The control of ch7-lit in Chapter 7.4 (LiT: lock the image tower): the same start from the "
+                    "shipped ch1-demo image tower and a fresh text tower, both trained."),
+    "ch7-lit-supervised": replace(
+        _DEMO, name="ch7-lit-supervised", image_tower=SUPERVISED, train=replace(_DEMO.train, lock_image=True),
+        description="The supervised-tower LiT of Chapter 7.4 (LiT: lock the image tower): ch1-demo's settings, an "
+                    "image tower first trained on the seen colour-shape labels of the same images, then locked."),
+    "ch7-lit-supervised-unlocked": replace(
+        _DEMO, name="ch7-lit-supervised-unlocked", image_tower=SUPERVISED,
+        description="The control of ch7-lit-supervised in Chapter 7.4 (LiT: lock the image tower): the same "
+                    "supervised image tower, trained on with the text tower instead of locked."),
 }
 
 
@@ -286,6 +353,42 @@ def _load_image_tower(model: CLIP, name: str, device: torch.device) -> None:
                          f"(the vision sizes of the two recipes must agree)") from err
 
 
+def train_supervised_tower(model: CLIP, data: ShapesWorld, seed: int = 0, device: torch.device | str | None = None,
+                           progress: bool = True) -> float:
+    """Train ``model``'s image tower in place as a classifier of ``data``'s colour-shape combinations.
+
+    Explained in Chapter 7.4 (LiT with a supervised tower). The labels are the combinations ``data``
+    draws from (its ``pairs``: for a training split, the seen ones), one class each, as for Chapter 6.3's
+    supervised ViT, and so are the settings, :data:`SUPERVISED_TOWER`: a fresh head on the normalised
+    features (:meth:`~clip_tutorial.train.classifier.CLIPClassifier.supervised`), trained end to end
+    with cross-entropy by :func:`~clip_tutorial.train.classifier.fine_tune`. The head is thrown away;
+    the rest of ``model`` is left as it was. Seeded by ``seed`` (the head and the batch order).
+
+    Returns:
+        The seconds the training took.
+
+    Raises:
+        TypeError: if ``model`` is not a CLIP or ``data`` not a ShapesWorld.
+        ValueError: if ``data`` has scenes of several objects (an image then has no single label).
+    """
+    from clip_tutorial.core.checks import check_type
+    from .classifier import CLIPClassifier, fine_tune
+
+    check_type("model", model, CLIP)
+    check_type("data", data, ShapesWorld)
+    if data.max_objects != 1:
+        raise ValueError(f"data: expected single-object images (max_objects=1), got max_objects={data.max_objects}")
+    names = class_names()
+    index = {f"{colour} {shape}": i for i, (colour, shape) in enumerate(data.pairs)}
+    labels = torch.tensor([index[names[i]] for i in data.labels("pair").tolist()])
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    classifier = CLIPClassifier.supervised(model, len(index))
+    fine_tune(classifier, data.tensors(), labels, seed=seed, progress=progress,
+              device=device if device is not None else next(model.parameters()).device, **SUPERVISED_TOWER)
+    return time.perf_counter() - started
+
+
 def train_recipe(name: str | Recipe, device: torch.device | str | None = None, progress: bool = True,
                  eval_every: int | None = None, seed: int | None = None, checkpoint_every: int | None = None,
                  checkpoint_dir: str | os.PathLike | None = None,
@@ -333,14 +436,17 @@ def train_recipe(name: str | Recipe, device: torch.device | str | None = None, p
     data_seconds = time.perf_counter() - started
     config = recipe.model.replace(vocab_size=tokenizer.vocab_size, eot_token_id=tokenizer.eot_id)
     model = CLIP(config).to(device)
-    if recipe.image_tower is not None:  # LiT (Chapter 7.4): start from a trained image tower
+    tower_seconds = {}
+    if recipe.image_tower == SUPERVISED:  # LiT (Chapter 7.4): pre-train the image tower on labels first
+        tower_seconds["tower_seconds"] = train_supervised_tower(model, data, recipe.train.seed, device, progress)
+    elif recipe.image_tower is not None:  # LiT (Chapter 7.4): start from a shipped image tower
         _load_image_tower(model, recipe.image_tower, device)
     eval_fn = (lambda m: evaluate_zero_shot(m, tokenizer, heldout, recipe.styles, n=500)) if eval_every else None
     history = train_clip(model, images, tokens, recipe.train, device=device, eval_fn=eval_fn,
                          eval_every=eval_every, progress=progress, checkpoint_every=checkpoint_every,
                          checkpoint_dir=checkpoint_dir, resume_from=resume_from,
                          **({"negatives": negatives} if negatives is not None else {}))
-    metrics = {"data_seconds": data_seconds, "train_seconds": history.seconds,
+    metrics = {"data_seconds": data_seconds, **tower_seconds, "train_seconds": history.seconds,
                **evaluate_zero_shot(model, tokenizer, heldout, recipe.styles, n=EVAL_N, seed=EVAL_SEED),
                "eval_n": EVAL_N, "eval_seed": EVAL_SEED}
     return TrainedCLIP(model.eval(), tokenizer, recipe, history, metrics)

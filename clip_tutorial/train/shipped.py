@@ -29,7 +29,11 @@ from clip_tutorial.core.storage import cache_dir
 from clip_tutorial.weights.checkpoints import checkpoint_paths, load_checkpoint, read_description, save_checkpoint
 from .recipes import WEIGHTS_DIR, Recipe, TrainedCLIP, get_recipe, train_recipe
 
-__all__ = ["WEIGHTS_DIR", "list_shipped", "shipped_path", "shipped_card", "shipped_recipe", "load_shipped", "load_or_train"]
+#: The recorded results of the training grids too long for a page (Chapter 7), one JSON file per grid,
+#: written by ``benchmarks/recipe_grid.py`` and shipped so that the pages read them after a plain install.
+GRIDS_DIR = WEIGHTS_DIR.parent / "grids"
+
+__all__ = ["WEIGHTS_DIR", "GRIDS_DIR", "shipped_grid", "list_shipped", "shipped_path", "shipped_card", "shipped_recipe", "load_shipped", "load_or_train"]
 
 def list_shipped() -> list[str]:
     """The names of the shipped models (each also a recipe name), sorted.
@@ -39,6 +43,22 @@ def list_shipped() -> list[str]:
     if not WEIGHTS_DIR.is_dir():
         return []
     return sorted(p.stem for p in WEIGHTS_DIR.glob("*.safetensors") if p.with_suffix(".json").is_file())
+
+
+def shipped_grid(name: str) -> dict[str, Any]:
+    """The recorded results of the training grid ``name`` (e.g. ``"siglip_batch"``): its rows, command and machine.
+
+    Each row is one run, ``train_recipe(row["recipe"], seed=row["seed"])``, with the metrics it measured.
+
+    Raises:
+        ValueError: if no grid called ``name`` ships with the package (the shipped ones are listed).
+    """
+    import json
+
+    known = sorted(p.stem for p in GRIDS_DIR.glob("*.json")) if GRIDS_DIR.is_dir() else []
+    if not isinstance(name, str) or name not in known:
+        raise ValueError(f"name: expected one of the shipped grids {known}, got {name!r}")
+    return json.loads((GRIDS_DIR / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def shipped_path(name: str) -> Path:
