@@ -89,7 +89,8 @@ def test_recipes_round_trip_and_name_themselves():
 
 @pytest.mark.parametrize("bad, match", [(dict(kind="gan"), "kind"), (dict(condition="sound"), "condition"),
                                         (dict(steps=0), "steps"), (dict(styles=("dotted",)), "styles"),
-                                        (dict(sizes=()), "sizes"), (dict(ema_decay=1.0), "ema_decay")])
+                                        (dict(sizes=()), "sizes"), (dict(ema_decay=1.0), "ema_decay"),
+                                        (dict(positions=("middle",)), "positions")])
 def test_bad_recipes_are_refused(bad, match):
     with pytest.raises((TypeError, ValueError), match=match):
         GeneratorRecipe(name="x", description="x", **bad)
@@ -99,11 +100,18 @@ def test_bad_recipes_are_refused(bad, match):
         GeneratorRecipe.from_dict({"name": "x", "description": "x", "colour": "red"})
 
 
-def test_recipe_scenes_keep_the_sizes_asked_and_a_stable_prefix():
-    recipe = GeneratorRecipe(name="x", description="x", sizes=("large",), styles=("filled",))
+def test_recipe_scenes_keep_the_sizes_and_positions_asked_and_a_stable_prefix():
+    recipe = GeneratorRecipe(name="x", description="x", sizes=("large",), styles=("filled",),
+                             positions=("center", "left"))
     few, more = recipe_scenes(recipe, 10, "train", 5), recipe_scenes(recipe, 40, "train", 5)
     assert torch.equal(few.images, more.images[:10]) and few.captions == more.captions[:10]
     assert all("small" not in c and "little" not in c and "tiny" not in c for c in more.captions)
+    assert not any(word in c for c in more.captions for word in ("top", "bottom", " right"))
+    assert any("left" in c for c in more.captions) and any("center" in c for c in more.captions)
+    centred = recipe_scenes(GENERATOR_RECIPES["ch7-decoder"], 200, "train", 5).images.float()
+    anywhere = recipe_scenes(GENERATOR_RECIPES["ch7-judge"], 200, "train", 5).images.float()
+    # centred objects leave the corners as background; objects anywhere paint them often
+    assert centred[:, :, :6, :6].std(dim=(2, 3)).mean() < 0.5 * anywhere[:, :, :6, :6].std(dim=(2, 3)).mean()
     held = recipe_scenes(recipe, 30, "heldout", 5)
     seen_pairs = set(zip(more.colours.tolist(), more.shapes.tolist()))
     assert not seen_pairs & set(zip(held.colours.tolist(), held.shapes.tolist()))

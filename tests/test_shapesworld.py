@@ -125,6 +125,20 @@ def test_styles_not_requested_never_appear():
     assert {o.style for objs in ds.attributes for o in objs} == {"filled", "outline"}
 
 
+def test_sizes_and_positions_restrict_single_objects_and_default_to_all():
+    every = ShapesWorld(80, max_objects=2, seed=3)
+    spelled = ShapesWorld(80, max_objects=2, seed=3, sizes=tuple(reversed(SIZES)), positions=set(POSITIONS))
+    assert torch.equal(every.images, spelled.images) and every.captions == spelled.captions
+    few = ShapesWorld(300, max_objects=2, seed=3, sizes=["large"], positions=("center", "top"))
+    singles = [objs[0] for objs in few.attributes if len(objs) == 1]
+    assert {o.size for o in singles} == {"large"} and {o.position for o in singles} == {"center", "top"}
+    assert any(len(objs) > 1 for objs in few.attributes), "scenes of several objects are still drawn"
+    with pytest.raises(ValueError, match="positions"):
+        ShapesWorld(4, positions=["middle"])
+    with pytest.raises(ValueError, match="sizes"):
+        ShapesWorld(4, sizes=[])
+
+
 def test_order_of_styles_and_heldout_pairs_does_not_matter():
     pairs = heldout_combinations(8, seed=4)
     a = ShapesWorld(60, styles=("filled", "striped"), heldout=pairs, max_objects=2)

@@ -305,3 +305,32 @@ def test_plot_history_fits_the_page_and_its_legend_covers_no_curve():
     loss = fig.axes[0]
     assert not _overlap(loss.get_legend().get_window_extent(renderer), loss.get_window_extent(renderer))
     assert len(viz.plot_history({k: [1.0, 2.0] for k in ("a", "b", "c", "d")}, keys=["a", "b", "c", "d"]).axes) == 4
+
+
+# ---------------------------------------------------------------- a table of pictures (Chapter 7.5)
+def test_show_image_table_lays_out_rows_and_columns_with_frames_and_crosses():
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    framed = torch.tensor([True, False, False, False, False, True])
+    crossed = torch.tensor([False, True, False, False, False, False])
+    fig = viz.show_image_table(images, ["red", "blue"], ["circle", "square", "star"], framed=framed, crossed=crossed,
+                               title="t")
+    axes = fig.axes
+    assert len(axes) == 6
+    assert [ax.get_title() for ax in axes[:3]] == ["circle", "square", "star"]
+    assert [axes[0].get_ylabel(), axes[3].get_ylabel()] == ["red", "blue"]
+    red = matplotlib.colors.to_rgba("red")
+    assert [ax.spines["top"].get_edgecolor() == red for ax in axes] == framed.tolist()
+    assert [len(ax.lines) == 2 for ax in axes] == crossed.tolist()
+    # the pixels shown are the pictures, in row-major order
+    assert np.allclose(axes[4].images[0].get_array(), images[4].permute(1, 2, 0).numpy() / 255)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(row_labels=["a"], col_labels=["b", "c", "d"]), "pictures"),
+    (dict(row_labels=["a", "b"], col_labels=["c", "d", "e"], framed=[True] * 5), "framed"),
+    (dict(row_labels=["a", "b"], col_labels=["c", "d", "e"], crossed=[1, 0, 0, 0, 0, 0]), "crossed"),
+    (dict(row_labels="ab", col_labels=["c", "d", "e"]), "row_labels")])
+def test_show_image_table_refuses_bad_input(kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        viz.show_image_table(torch.zeros(6, 3, 8, 8, dtype=torch.uint8), **kwargs)

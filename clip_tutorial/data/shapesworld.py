@@ -177,6 +177,13 @@ def class_names(kind: str = "pair") -> list[str]:
     return list(SHAPES) if kind == "shape" else [f"{c} {s}" for c in COLOURS for s in SHAPES]
 
 
+def _subset(name: str, values: object, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """``values`` checked as a nonempty subset of ``allowed``, in the order of ``allowed``."""
+    values = check_sequence(name, values, iterable=True, nonempty=True, expected=f"a list of names from {list(allowed)}")
+    given = {check_choice(name, v, allowed) for v in values}
+    return tuple(v for v in allowed if v in given)
+
+
 def _check_pairs(heldout: object) -> tuple[tuple[str, str], ...]:
     pairs = set()
     for p in check_sequence("heldout", heldout, iterable=True, expected="a list of (colour, shape) tuples"):
@@ -240,6 +247,11 @@ class ShapesWorld(torch.utils.data.Dataset):
             Scenes of several objects (relation and counting captions) are left as they are. The pair must not be held out and ``split``
             must not be ``"heldout"``. ``None`` (the default) leaves every colour uniform, and the
             data are then byte for byte those of a ShapesWorld without the argument.
+        sizes: the sizes of single objects, a subset of ``SIZES`` (order does not matter).
+        positions: the grid cells of single objects, a subset of ``POSITIONS`` (order does not
+            matter). Chapter 7.5's generators draw large objects in the centre only. With every
+            size and every position (the defaults) the data are those of a ShapesWorld without
+            these arguments; scenes of several objects are drawn as always.
 
     Attributes:
         captions: one caption per sample, lower-case words separated by single spaces.
@@ -248,6 +260,8 @@ class ShapesWorld(torch.utils.data.Dataset):
         pairs: the (colour, shape) pairs this split draws its objects from.
         heldout: the held-out pairs, in class order.
         styles: the styles drawn from, in the order of ``STYLES``.
+        sizes: the sizes of single objects, in the order of ``SIZES``.
+        positions: the positions of single objects, in the order of ``POSITIONS``.
         spurious: the validated ``(shape, colour, fraction)``, or ``None``.
     """
 
@@ -255,15 +269,15 @@ class ShapesWorld(torch.utils.data.Dataset):
                  styles: Sequence[str] = ("filled", "outline"), heldout: Sequence[tuple[str, str]] | None = None,
                  max_objects: int = 1, templates: Sequence[str] | None = None,
                  transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 spurious: tuple[str, str, float] | None = None) -> None:
+                 spurious: tuple[str, str, float] | None = None, sizes: Sequence[str] = SIZES,
+                 positions: Sequence[str] = POSITIONS) -> None:
         self.n = check_int("n", n, 1)
         self.split = check_choice("split", split, SPLITS)
         self.seed = check_int("seed", seed, 0)
         self.image_size = check_int("image_size", image_size, 16)
-        styles = check_sequence("styles", styles, iterable=True, nonempty=True,
-                                expected=f"a list of names from {list(STYLES)}")
-        given = {check_choice("styles", s, STYLES) for s in styles}
-        self.styles = tuple(s for s in STYLES if s in given)  # canonical order: same data for any order
+        self.styles = _subset("styles", styles, STYLES)  # canonical order: same data for any order
+        self.sizes = _subset("sizes", sizes, SIZES)
+        self.positions = _subset("positions", positions, POSITIONS)
         self.heldout = _check_pairs(heldout_combinations() if heldout is None else heldout)
         self.max_objects = check_int("max_objects", max_objects, 1, len(NUMBER_WORDS))
         self.templates = TEMPLATES if templates is None else _check_templates(templates)
@@ -312,7 +326,7 @@ class ShapesWorld(torch.utils.data.Dataset):
             objects = count_objects(rng, colour, shape, k, [rng.choice(self.styles)] * k)
             words = {"number": NUMBER_WORDS[k - 1], "colour": colour, "shapes": plural(self._shape_word(rng, shape))}
             return objects, rng.choice(COUNT_TEMPLATES).format(**words)
-        spec = place(rng, shape, colour, rng.choice(SIZES), rng.choice(POSITIONS), rng.choice(self.styles))
+        spec = place(rng, shape, colour, rng.choice(self.sizes), rng.choice(self.positions), rng.choice(self.styles))
         words = {"colour": colour, "shape": self._shape_word(rng, shape), "size": rng.choice(SIZE_WORDS[spec.size]),
                  "where": WHERE_PHRASES[spec.position], "style": rng.choice(STYLE_WORDS[spec.style])}
         return [spec], rng.choice(self.templates).format(**words)

@@ -29,7 +29,7 @@ import torch
 
 from clip_tutorial.core.checks import check_choice, check_int, check_number, check_sequence
 from clip_tutorial.data import ShapesWorld, heldout_combinations
-from clip_tutorial.data.render import SIZES, STYLES
+from clip_tutorial.data.render import POSITIONS, SIZES, STYLES
 
 __all__ = ["GeneratorRecipe", "GENERATOR_RECIPES", "get_generator_recipe", "KINDS", "CONDITIONS", "Scenes",
            "recipe_scenes", "eval_prompt"]
@@ -53,7 +53,8 @@ class GeneratorRecipe:
         channels: the UNet's channels at full resolution, or the judge's first convolution width.
         n_train: training scenes (single objects).
         styles: drawing styles of the scenes (a subset of ``STYLES``).
-        sizes: object sizes kept (a subset of ``SIZES``); other scenes are dropped.
+        sizes: object sizes drawn (a subset of ``SIZES``).
+        positions: grid cells the objects are drawn in (a subset of ``POSITIONS``).
         data_seed: seed of the training scenes.
         steps, batch_size, lr: optimisation (AdamW, warm-up then cosine decay).
         parameterization: what the denoiser predicts, ``"eps"``, ``"x0"`` or ``"v"``.
@@ -74,8 +75,9 @@ class GeneratorRecipe:
     n_train: int = 8000
     styles: tuple[str, ...] = ("filled",)
     sizes: tuple[str, ...] = ("large",)
+    positions: tuple[str, ...] = ("center",)
     data_seed: int = 1
-    steps: int = 1800
+    steps: int = 5400
     batch_size: int = 32
     lr: float = 2e-3
     parameterization: str = "x0"
@@ -100,7 +102,7 @@ class GeneratorRecipe:
         check_number("ema_decay", self.ema_decay, 0.0, 1.0, high_open=True)
         check_number("guidance", self.guidance)
         check_choice("parameterization", self.parameterization, ("eps", "x0", "v"))
-        for name, allowed in (("styles", STYLES), ("sizes", SIZES)):
+        for name, allowed in (("styles", STYLES), ("sizes", SIZES), ("positions", POSITIONS)):
             values = check_sequence(name, getattr(self, name), str, nonempty=True)
             for value in values:
                 check_choice(name, value, allowed)
@@ -128,9 +130,10 @@ class GeneratorRecipe:
             raise ValueError(f"settings: expected every setting of a GeneratorRecipe, got {err}") from err
 
 
-#: The denoisers' shared settings. Their scenes are large filled objects: the prompts name a colour
-#: and a shape only, and on a CPU budget of minutes a small UNet learns to draw eight shapes in one
-#: style and size far sooner than in six (Chapter 7.5 measures the match rates).
+#: The denoisers' shared settings. Their scenes are single large filled objects in the centre cell
+#: (jittered and rotated a little): the prompts name a colour and a shape only, and on a CPU budget
+#: of minutes a small UNet learns to draw eight shapes far sooner when it need not also choose a
+#: size, a style and one of nine places for them.
 _DENOISER = GeneratorRecipe(name="", description="")
 
 
@@ -142,7 +145,7 @@ def _denoiser(name: str, description: str, **settings: Any) -> GeneratorRecipe:
 GENERATOR_RECIPES: dict[str, GeneratorRecipe] = {
     "ch7-judge": GeneratorRecipe(
         name="ch7-judge", kind="judge", channels=16, n_train=8000, steps=1500, batch_size=128, lr=3e-3, seed=0,
-        data_seed=0, styles=("filled", "outline"), sizes=SIZES,
+        data_seed=0, styles=("filled", "outline"), sizes=SIZES, positions=POSITIONS,
         description="The attribute judge of Chapter 7.5: a small CNN that names the colour and the shape of a "
                     "picture, trained on ShapesWorld's labels of all 64 combinations."),
     "ch7-decoder": _denoiser(
@@ -175,11 +178,10 @@ class Scenes:
 
 
 def recipe_scenes(recipe: GeneratorRecipe, n: int, split: str, seed: int) -> Scenes:
-    """``n`` single-object scenes of the recipe's styles and sizes, from its CLIP's ``split`` (Chapter 7.5).
+    """``n`` single-object scenes of the recipe's styles, sizes and positions, from its CLIP's ``split``.
 
-    ``split`` is ``"train"`` (the pairs the CLIP was trained on), ``"heldout"`` (the pairs it held
-    out) or ``"all"``. Scenes of other sizes than ``recipe.sizes`` are drawn and dropped, so the
-    first ``n`` kept are the same whatever ``n``.
+    Explained in Chapter 7.5. ``split`` is ``"train"`` (the pairs the CLIP was trained on),
+    ``"heldout"`` (the pairs it held out) or ``"all"``.
     """
     from clip_tutorial.generate.judge import scene_labels
     from clip_tutorial.train.recipes import get_recipe
@@ -187,16 +189,10 @@ def recipe_scenes(recipe: GeneratorRecipe, n: int, split: str, seed: int) -> Sce
     n = check_int("n", n, 1)
     clip = get_recipe(recipe.clip)
     heldout = heldout_combinations(clip.n_heldout, seed=clip.data_seed)
-    draw = n if len(recipe.sizes) == len(SIZES) else n * len(SIZES) // len(recipe.sizes) + 64  # with a margin
-    while True:
-        data = ShapesWorld(draw, split=split, seed=seed, styles=recipe.styles, heldout=heldout)
-        keep = [i for i, objects in enumerate(data.attributes) if objects[0].size in recipe.sizes][:n]
-        if len(keep) == n:
-            break
-        draw *= 2
-    index = torch.tensor(keep)
+    data = ShapesWorld(n, split=split, seed=seed, styles=recipe.styles, heldout=heldout, sizes=recipe.sizes,
+                       positions=recipe.positions)
     colours, shapes = scene_labels(data)
-    return Scenes(data.images[index], [data.captions[i] for i in keep], colours[index], shapes[index])
+    return Scenes(data.images, list(data.captions), colours, shapes)
 
 
 def eval_prompt(colour: str, shape: str) -> str:
