@@ -15,7 +15,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from clip_tutorial.core.checks import (check_callable, check_choice, check_int, check_number, check_positive_int,
-                                       check_range, check_sequence, check_tensor, check_type, describe)
+                                       check_range, check_sequence, check_subset, check_tensor, check_type,
+                                       describe)
 
 NAMES = st.from_regex(r"[a-z][a-z_]{0,11}", fullmatch=True)
 NUMPY_INTS = (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64)
@@ -322,3 +323,22 @@ def test_every_refusal_starts_with_the_argument_name(name):
     for error, call in refusals:
         with raises(error, name):
             call()
+
+
+# ------------------------------------------------------------------ check_subset
+def test_check_subset_returns_the_options_order_whatever_the_order_and_repeats():
+    options = ("small", "medium", "large")
+    assert check_subset("sizes", ["large", "small", "large"], options) == ("small", "large")
+    assert check_subset("sizes", {"medium"}, options, iterable=True) == ("medium",)
+
+
+@pytest.mark.parametrize("value, kwargs, error, match", [
+    ([], {}, ValueError, "sizes: expected a list of names from .* at least one element"),
+    (["huge"], {}, ValueError, r"sizes: expected one of \['small', 'large'\], got 'huge'"),
+    ([3], {}, TypeError, "sizes: expected a str"),
+    ("small", {}, TypeError, "sizes: expected a list of names"),
+    ({"small"}, {}, TypeError, "sizes: expected a list of names"),  # a set only with iterable=True
+])
+def test_check_subset_refuses_bad_input(value, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        check_subset("sizes", value, ("small", "large"), **kwargs)

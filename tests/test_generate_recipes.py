@@ -14,7 +14,8 @@ from clip_tutorial.generate.__main__ import main
 from clip_tutorial.generate.decoder import ema_decay_at, train_denoiser
 from clip_tutorial.generate.diffusion import make_schedule
 from clip_tutorial.generate.judge import judge_accuracy
-from clip_tutorial.generate.recipes import GENERATOR_RECIPES, GeneratorRecipe, get_generator_recipe, recipe_scenes
+from clip_tutorial.generate.recipes import (GENERATOR_RECIPES, GeneratorRecipe, all_prompts, eval_prompt,
+                                           get_generator_recipe, recipe_scenes)
 from clip_tutorial.generate.trainer import check_loss, evaluate_generator, sample_pictures, train_generator
 from clip_tutorial.generate.unet import UNet
 
@@ -116,6 +117,30 @@ def test_recipe_scenes_keep_the_sizes_and_positions_asked_and_a_stable_prefix():
     seen_pairs = set(zip(more.colours.tolist(), more.shapes.tolist()))
     assert not seen_pairs & set(zip(held.colours.tolist(), held.shapes.tolist()))
     assert set(SIZES) >= {"large"}
+
+
+def test_all_prompts_name_every_pair_in_table_order_and_mark_the_held_out():
+    from clip_tutorial.data.render import COLOURS, SHAPES
+
+    held = [("red", "star"), ("cyan", "circle")]
+    grid = all_prompts(held, per_pair=3)
+    assert len(grid.texts) == 3 * len(COLOURS) * len(SHAPES)
+    for i in (0, 5, 100, len(grid.texts) - 1):  # row-major: colour by colour, shape by shape, 3 in a row
+        colour, shape = list(COLOURS)[grid.colours[i]], SHAPES[grid.shapes[i]]
+        pair = i // 3
+        assert (colour, shape) == (list(COLOURS)[pair // len(SHAPES)], SHAPES[pair % len(SHAPES)])
+        assert grid.texts[i] == eval_prompt(colour, shape)
+        assert bool(grid.heldout[i]) == ((colour, shape) in held)
+    assert int(grid.heldout.sum()) == 3 * len(held)
+
+
+@pytest.mark.parametrize("heldout, per_pair, match", [([("red", "star")], 0, "per_pair"),
+                                                      ([("red", "blob")], 1, "shape"),
+                                                      (["red star"], 1, "heldout"),
+                                                      ("red star", 1, "heldout")])
+def test_all_prompts_refuses_bad_input(heldout, per_pair, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        all_prompts(heldout, per_pair=per_pair)
 
 
 # ---------------------------------------------------------------- training, saving, loading

@@ -6,7 +6,8 @@ import torch
 
 from clip_tutorial.data.render import COLOURS, SHAPES
 from clip_tutorial.data.shapesworld import ShapesWorld, normalize_images
-from clip_tutorial.generate.judge import AttributeJudge, judge, judge_accuracy, scene_labels, train_judge
+from clip_tutorial.generate.judge import (AttributeJudge, judge, judge_accuracy, judge_splits, scene_labels,
+                                          train_judge)
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +92,15 @@ def test_bad_arguments_are_refused(fresh):
     with pytest.raises(ValueError, match="colours"):
         judge_accuracy(AttributeJudge(width=4), fresh.images[:4], torch.zeros(3, dtype=torch.long),
                        torch.zeros(4, dtype=torch.long))
+
+
+def test_judge_splits_is_judge_accuracy_on_each_group(short_judge, fresh):
+    colours, shapes = scene_labels(fresh)
+    heldout = torch.arange(len(colours)) % 3 == 0
+    got = judge_splits(short_judge, fresh.images, colours, shapes, heldout)
+    assert got == {"seen": judge_accuracy(short_judge, fresh.images[~heldout], colours[~heldout], shapes[~heldout]),
+                   "held-out": judge_accuracy(short_judge, fresh.images[heldout], colours[heldout], shapes[heldout])}
+    with pytest.raises(ValueError, match="both seen and held-out"):
+        judge_splits(short_judge, fresh.images, colours, shapes, torch.zeros(len(colours), dtype=torch.bool))
+    with pytest.raises((TypeError, ValueError), match="heldout"):
+        judge_splits(short_judge, fresh.images, colours, shapes, heldout.long())

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 __all__ = ["describe", "check_type", "check_callable", "check_int", "check_positive_int", "check_number",
-           "check_choice", "check_range", "check_sequence", "check_tensor"]
+           "check_choice", "check_subset", "check_range", "check_sequence", "check_tensor"]
 
 
 def describe(value: object) -> str:
@@ -131,6 +131,23 @@ def check_choice(name: str, value: object, options: Sequence[str], *, expected: 
     if value not in options:
         raise ValueError(f"{name}: expected {expected or f'one of {list(options)}'}, got {value!r}")
     return value
+
+
+def check_subset(name: str, value: object, options: Sequence[str], *, iterable: bool = False) -> tuple[str, ...]:
+    """Return the strings of ``value`` as a tuple in the order of ``options``, of which they must be a nonempty subset.
+
+    The order of ``value`` and any repeats in it do not matter, so two callers that list the same
+    choices differently get the same tuple (ShapesWorld's styles, sizes and positions; a
+    generator recipe's). ``iterable`` also accepts a set or another iterable, not only a sequence.
+
+    Raises:
+        TypeError: if ``value`` is not a sequence (an iterable with ``iterable``), or an item is not a str.
+        ValueError: if ``value`` is empty or an item is not one of ``options``.
+    """
+    items = check_sequence(name, value, iterable=iterable, nonempty=True,
+                           expected=f"a list of names from {list(options)}")
+    given = {check_choice(name, item, options) for item in items}
+    return tuple(option for option in options if option in given)
 
 
 def check_range(name: str, value: object, upper: float | None = None) -> tuple[float, float]:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from clip_tutorial.core.checks import (check_callable, check_choice, check_int, check_number, check_sequence,
-                                       check_tensor)
+                                       check_subset, check_tensor)
 
 from .render import (COLOURS, POSITIONS, RELATIONS, SHAPES, SIZES, STYLES, ShapeSpec, count_objects,
                      jittered_background, paint, place, relation_objects)
@@ -177,13 +177,6 @@ def class_names(kind: str = "pair") -> list[str]:
     return list(SHAPES) if kind == "shape" else [f"{c} {s}" for c in COLOURS for s in SHAPES]
 
 
-def _subset(name: str, values: object, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    """``values`` checked as a nonempty subset of ``allowed``, in the order of ``allowed``."""
-    values = check_sequence(name, values, iterable=True, nonempty=True, expected=f"a list of names from {list(allowed)}")
-    given = {check_choice(name, v, allowed) for v in values}
-    return tuple(v for v in allowed if v in given)
-
-
 def _check_pairs(heldout: object) -> tuple[tuple[str, str], ...]:
     pairs = set()
     for p in check_sequence("heldout", heldout, iterable=True, expected="a list of (colour, shape) tuples"):
@@ -275,9 +268,10 @@ class ShapesWorld(torch.utils.data.Dataset):
         self.split = check_choice("split", split, SPLITS)
         self.seed = check_int("seed", seed, 0)
         self.image_size = check_int("image_size", image_size, 16)
-        self.styles = _subset("styles", styles, STYLES)  # canonical order: same data for any order
-        self.sizes = _subset("sizes", sizes, SIZES)
-        self.positions = _subset("positions", positions, POSITIONS)
+        # canonical order: the same data for any order
+        self.styles = check_subset("styles", styles, STYLES, iterable=True)
+        self.sizes = check_subset("sizes", sizes, SIZES, iterable=True)
+        self.positions = check_subset("positions", positions, POSITIONS, iterable=True)
         self.heldout = _check_pairs(heldout_combinations() if heldout is None else heldout)
         self.max_objects = check_int("max_objects", max_objects, 1, len(NUMBER_WORDS))
         self.templates = TEMPLATES if templates is None else _check_templates(templates)

@@ -22,7 +22,7 @@ from clip_tutorial.data.shifts import apply_pixel_shift
 from clip_tutorial.model.convnet import conv_pool_stack
 from clip_tutorial.train.fit import fit_minibatches
 
-__all__ = ["AttributeJudge", "train_judge", "judge", "judge_accuracy", "scene_labels"]
+__all__ = ["judge_splits", "AttributeJudge", "train_judge", "judge", "judge_accuracy", "scene_labels"]
 
 #: Strength ranges of the training augmentation: blur in pixels of standard deviation, noise in grey levels.
 BLUR_RANGE: tuple[float, float] = (0.4, 1.2)
@@ -182,3 +182,22 @@ def judge_accuracy(model: AttributeJudge, images: torch.Tensor, colours: torch.T
     colour_ok, shape_ok = predicted_colour == colours, predicted_shape == shapes
     return {"colour": colour_ok.float().mean().item(), "shape": shape_ok.float().mean().item(),
             "both": (colour_ok & shape_ok).float().mean().item()}
+
+
+def judge_splits(model: AttributeJudge, images: torch.Tensor, colours: torch.Tensor, shapes: torch.Tensor,
+                 heldout: torch.Tensor) -> dict[str, dict[str, float]]:
+    """:func:`judge_accuracy` apart for seen and held-out pairs: ``{"seen": {...}, "held-out": {...}}`` (Chapter 7.5).
+
+    ``heldout`` is a bool tensor, ``True`` for the pictures of held-out pairs (e.g. :class:`Prompts.heldout
+    <clip_tutorial.generate.recipes.Prompts>`); both groups must be nonempty.
+
+    Raises:
+        TypeError, ValueError: if ``heldout`` is not one bool per picture, or leaves a group empty.
+    """
+    heldout = check_tensor("heldout", heldout, shape=(len(images),), dtype=torch.bool,
+                           what=f"a bool tensor ({len(images)},), True for held-out pairs")
+    if heldout.all() or not heldout.any():
+        raise ValueError(f"heldout: expected both seen and held-out pictures, got {int(heldout.sum())} held out "
+                         f"of {len(images)}")
+    return {split: judge_accuracy(model, images[keep], colours[keep], shapes[keep])
+            for split, keep in (("seen", ~heldout), ("held-out", heldout))}

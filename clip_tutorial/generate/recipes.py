@@ -23,16 +23,17 @@ Chapter 7.6 has its control.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from clip_tutorial.core.checks import check_choice, check_int, check_number, check_sequence
+from clip_tutorial.core.checks import check_choice, check_int, check_number, check_sequence, check_subset
 from clip_tutorial.data import ShapesWorld, heldout_combinations
-from clip_tutorial.data.render import POSITIONS, SIZES, STYLES
+from clip_tutorial.data.render import COLOURS, POSITIONS, SHAPES, SIZES, STYLES
 
 __all__ = ["GeneratorRecipe", "GENERATOR_RECIPES", "get_generator_recipe", "KINDS", "CONDITIONS", "Scenes",
-           "recipe_scenes", "eval_prompt"]
+           "recipe_scenes", "eval_prompt", "Prompts", "all_prompts"]
 
 KINDS = ("judge", "denoiser")
 CONDITIONS = ("image", "text", "tokens")
@@ -103,10 +104,7 @@ class GeneratorRecipe:
         check_number("guidance", self.guidance)
         check_choice("parameterization", self.parameterization, ("eps", "x0", "v"))
         for name, allowed in (("styles", STYLES), ("sizes", SIZES), ("positions", POSITIONS)):
-            values = check_sequence(name, getattr(self, name), str, nonempty=True)
-            for value in values:
-                check_choice(name, value, allowed)
-            object.__setattr__(self, name, tuple(v for v in allowed if v in values))  # canonical order
+            object.__setattr__(self, name, check_subset(name, getattr(self, name), allowed))  # canonical order
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as plain JSON values (tuples become lists)."""
@@ -198,3 +196,45 @@ def recipe_scenes(recipe: GeneratorRecipe, n: int, split: str, seed: int) -> Sce
 def eval_prompt(colour: str, shape: str) -> str:
     """The prompt a text-conditioned generator is judged on: ``"a photo of a {colour} {shape}"`` (Chapter 7.6)."""
     return EVAL_TEMPLATE.format(colour=colour, shape=shape)
+
+
+@dataclass
+class Prompts:
+    """Every colour-shape prompt with its labels, as Chapters 7.5 and 7.6 draw and judge them.
+
+    ``colours`` and ``shapes`` index ``list(COLOURS)`` and ``SHAPES``; ``heldout`` is ``True`` for
+    the prompts of held-out pairs.
+    """
+
+    texts: list[str]
+    colours: torch.Tensor
+    shapes: torch.Tensor
+    heldout: torch.Tensor
+
+
+def all_prompts(heldout: Sequence[tuple[str, str]], per_pair: int = 1) -> Prompts:
+    """The prompt :func:`eval_prompt` of every (colour, shape) pair, ``per_pair`` times in a row (Chapter 7.5).
+
+    Pairs come colour by colour, shape by shape (``per_pair = 1`` fills an 8 x 8 table row by row);
+    ``heldout`` lists the pairs the CLIP held out, which the returned mask marks.
+
+    Raises:
+        TypeError, ValueError: if ``per_pair`` is not a positive int, or ``heldout`` is not a list
+            of known (colour, shape) pairs.
+    """
+    per_pair = check_int("per_pair", per_pair, 1)
+    held = set()
+    for i, pair in enumerate(check_sequence("heldout", heldout, iterable=True,
+                                            expected="a list of (colour, shape) tuples")):
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise TypeError(f"heldout[{i}]: expected a (colour, shape) tuple, got {pair!r}")
+        held.add((check_choice(f"heldout[{i}] colour", pair[0], tuple(COLOURS)),
+                  check_choice(f"heldout[{i}] shape", pair[1], SHAPES)))
+    pairs = [(c, s) for c in COLOURS for s in SHAPES]
+
+    def repeat(values: list) -> torch.Tensor:
+        return torch.tensor(values).repeat_interleave(per_pair)
+
+    return Prompts([eval_prompt(c, s) for c, s in pairs for _ in range(per_pair)],
+                   repeat([list(COLOURS).index(c) for c, _ in pairs]), repeat([SHAPES.index(s) for _, s in pairs]),
+                   repeat([p in held for p in pairs]))
