@@ -1,10 +1,16 @@
 """An exact embedding index: store many embeddings, find the ``k`` closest to a query.
 
-Explained in Chapter 5.2 (a text-to-image search engine). The index keeps one row per item in a
-single float32 matrix. With ``normalize=True`` every row (and every query) is scaled to unit
-length, so the dot product of a query with a row is their cosine similarity, and one matrix
-product followed by :func:`torch.topk` answers a whole batch of queries exactly. Queries are
-processed in chunks so that the score matrix never grows beyond a fixed number of entries.
+Explained in Chapter 5.2 (a text-to-image search engine). The index keeps its embeddings in one
+float32 matrix. With ``normalize=True`` every row (and every query) is scaled to unit length, so
+the dot product of a query with a row is their cosine similarity, and one matrix product followed
+by :func:`torch.topk` answers a whole batch of queries exactly. Queries are processed in chunks so
+that the score matrix never grows beyond a fixed number of entries.
+
+The matrix is stored transposed, one column per item: a single query then reads it with a
+vector-times-matrix product, which PyTorch spreads over every thread, while the product with a
+row-per-item matrix runs on one. A search reads every stored number, so it is limited by memory
+bandwidth; ``scan_dtype="float16"`` keeps a second, half-size copy that is scanned first, and only
+the best ``shortlist`` rows of that scan are scored again exactly in float32 (Chapter 5.7).
 
 An index is saved as two files side by side (by :mod:`clip_tutorial.core.storage`):
 ``NAME.safetensors`` holds the matrix and ``NAME.json`` holds everything else (dimension, count,
@@ -20,20 +26,23 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 
+from clip_tutorial.apps.vectors import ItemId, ItemRecords, check_item_ids, check_k, check_metadata, check_vectors
+from clip_tutorial.core.checks import check_choice
 from clip_tutorial.core.storage import load_tensors, save_tensors, tensor_paths
 from clip_tutorial.model import CLIP
 from clip_tutorial.evaluation.zeroshot import encode_images
 
-__all__ = ["SearchResult", "EmbeddingIndex", "build_image_index"]
-
-ItemId = int | str
+__all__ = ["SearchResult", "EmbeddingIndex", "build_image_index", "SCAN_DTYPES"]
 
 #: How many query-by-row scores one chunk of a search may hold (64 MiB of float32).
 MAX_SCORES_PER_CHUNK = 1 << 24
 #: The ``"format"`` field of every index description.
 FORMAT = "clip_tutorial.EmbeddingIndex"
+#: The precisions a search may scan in: exact float32, or a half-size copy re-ranked in float32.
+SCAN_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: The fewest rows a reduced-precision scan hands to the exact re-rank.
+MIN_SHORTLIST = 64
 
 
 class SearchResult(NamedTuple):
@@ -47,7 +56,7 @@ class SearchResult(NamedTuple):
     rows: torch.Tensor
 
 
-class EmbeddingIndex:
+class EmbeddingIndex(ItemRecords):
     """An exact (brute-force) top-``k`` index over embeddings of one dimension.
 
     Args:
@@ -55,20 +64,29 @@ class EmbeddingIndex:
         device: where the matrix lives and searches run; ``None`` means the CPU.
         normalize: scale stored rows and queries to unit length, so scores are cosine similarities;
             with ``False`` rows are stored as given and scores are plain dot products.
+        scan_dtype: ``"float32"`` scores every row exactly; ``"float16"`` or ``"bfloat16"`` also
+            keeps a reduced-precision copy (half the bytes again), scans it, and re-ranks the best
+            ``shortlist`` rows in float32: the result equals the exact one whenever that shortlist
+            holds the exact top ``k``.
 
     Raises:
-        ValueError: if ``dim`` is not a positive integer.
+        ValueError: if ``dim`` is not a positive integer or ``scan_dtype`` is unknown.
 
-    Explained in Chapter 5.2.
+    Explained in Chapter 5.2; the reduced-precision scan in Chapter 5.7.
     """
 
-    def __init__(self, dim: int, device: str | torch.device | None = None, normalize: bool = True) -> None:
+    def __init__(self, dim: int, device: str | torch.device | None = None, normalize: bool = True,
+                 scan_dtype: str = "float32") -> None:
         if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
             raise ValueError(f"dim: expected a positive integer, got {dim!r}")
+        check_choice("scan_dtype", scan_dtype, list(SCAN_DTYPES))
         self.dim = dim
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.normalize = bool(normalize)
-        self._matrix = torch.empty(0, dim, dtype=torch.float32, device=self.device)
+        self.scan_dtype = scan_dtype
+        self._columns = torch.empty(dim, 0, dtype=torch.float32, device=self.device)
+        self._scan: torch.Tensor | None = None if scan_dtype == "float32" else torch.empty(
+            0, dim, dtype=SCAN_DTYPES[scan_dtype], device=self.device)
         self._ids: list[ItemId] = []
         self._rows: dict[ItemId, int] = {}
         self._metadata: list[dict[str, Any]] = []
@@ -77,62 +95,27 @@ class EmbeddingIndex:
         return len(self._ids)
 
     def __repr__(self) -> str:
-        return f"EmbeddingIndex(dim={self.dim}, count={len(self)}, device={str(self.device)!r}, normalize={self.normalize})"
+        scan = "" if self.scan_dtype == "float32" else f", scan_dtype={self.scan_dtype!r}"
+        return (f"EmbeddingIndex(dim={self.dim}, count={len(self)}, device={str(self.device)!r}, "
+                f"normalize={self.normalize}{scan})")
 
     @property
     def embeddings(self) -> torch.Tensor:
-        """The stored (count, dim) float32 matrix (normalised rows when ``normalize``); do not modify."""
-        return self._matrix
+        """The stored (count, dim) float32 matrix (normalised rows when ``normalize``); do not modify.
+
+        A view of the transposed storage: call ``.contiguous()`` for a row-major copy.
+        """
+        return self._columns.T
 
     @property
-    def ids(self) -> list[ItemId]:
-        """The ids of the stored rows, in row order (a copy)."""
-        return list(self._ids)
-
-    @property
-    def metadata(self) -> list[dict[str, Any]]:
-        """The metadata dictionary of every row, in row order (a copy of the list)."""
-        return list(self._metadata)
+    def nbytes(self) -> int:
+        """The bytes the stored embeddings take (the float32 matrix plus any reduced copy)."""
+        scan = 0 if self._scan is None else self._scan.numel() * self._scan.element_size()
+        return self._columns.numel() * 4 + scan
 
     def row_of(self, item_id: ItemId) -> int:
         """The row number of ``item_id``; raises ``KeyError`` if the index has no such id."""
         return self._rows[item_id]
-
-    def _prepare(self, vectors: object, name: str) -> torch.Tensor:
-        """Check a (n, dim) float tensor of finite values and return it as float32 on the index's device."""
-        if not isinstance(vectors, torch.Tensor) or not vectors.is_floating_point():
-            got = f"dtype {vectors.dtype}" if isinstance(vectors, torch.Tensor) else type(vectors).__name__
-            raise TypeError(f"{name}: expected a float tensor (n, dim={self.dim}), got {got}")
-        if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"{name}: expected shape (n, dim={self.dim}), got {tuple(vectors.shape)}")
-        vectors = vectors.detach().to(device=self.device, dtype=torch.float32)
-        if not bool(torch.isfinite(vectors).all()):
-            bad = (~torch.isfinite(vectors)).any(dim=1).nonzero().flatten()[:5].tolist()
-            raise ValueError(f"{name}: expected finite values, got NaN or infinity in rows {bad}")
-        if self.normalize:
-            zero = (vectors.norm(dim=1) == 0).nonzero().flatten()[:5].tolist()
-            if zero:
-                raise ValueError(f"{name}: expected non-zero vectors (cosine needs a direction), got zero rows {zero}")
-            vectors = F.normalize(vectors, dim=1)
-        return vectors
-
-    def _check_ids(self, ids: Sequence[ItemId] | None, n: int) -> list[ItemId]:
-        if ids is None:
-            ids = list(range(len(self), len(self) + n))
-        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
-            raise TypeError(f"ids: expected a sequence of int or str ids, got {type(ids).__name__}")
-        if len(ids) != n:
-            raise ValueError(f"ids: expected one id per embedding ({n}), got {len(ids)}")
-        wrong = [i for i in ids if isinstance(i, bool) or not isinstance(i, (int, str))]
-        if wrong:
-            raise TypeError(f"ids: expected int or str ids, got {wrong[:5]!r}")
-        ids = list(ids)
-        seen: set[ItemId] = set()
-        repeated = [i for i in ids if i in seen or seen.add(i)]
-        clashing = [i for i in ids if i in self._rows]
-        if repeated or clashing:
-            raise ValueError(f"ids: expected unique ids, got duplicates {(repeated + clashing)[:5]!r}")
-        return ids
 
     def add(self, embeddings: torch.Tensor, ids: Sequence[ItemId] | None = None,
             metadata: list[dict[str, Any]] | None = None) -> None:
@@ -150,56 +133,81 @@ class EmbeddingIndex:
             ValueError: on a dimension mismatch, NaN or infinity, a zero vector (with ``normalize``),
                 a wrong number of ids or metadata entries, or an id already used.
         """
-        vectors = self._prepare(embeddings, "embeddings")
+        vectors = check_vectors(embeddings, self.dim, "embeddings", normalize=self.normalize, device=self.device)
         n = vectors.shape[0]
-        ids = self._check_ids(ids, n)
-        if metadata is None:
-            metadata = [{} for _ in range(n)]
-        if not isinstance(metadata, list) or not all(isinstance(m, dict) for m in metadata):
-            raise TypeError(f"metadata: expected a list of dictionaries, got {type(metadata).__name__}")
-        if len(metadata) != n:
-            raise ValueError(f"metadata: expected one dictionary per embedding ({n}), got {len(metadata)}")
-        self._matrix = torch.cat([self._matrix, vectors])
+        ids = check_item_ids(ids, n, self._rows, first=len(self))
+        metadata = check_metadata(metadata, n)
+        self._columns = torch.cat([self._columns, vectors.T], dim=1)
+        if self._scan is not None:
+            self._scan = torch.cat([self._scan, vectors.to(self._scan.dtype)])
         self._rows.update({item: len(self._ids) + i for i, item in enumerate(ids)})
         self._ids.extend(ids)
         self._metadata.extend(metadata)
 
+    def _exact(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Score every row of a chunk of queries in float32; the top ``k`` values and rows."""
+        scores = queries[0] @ self._columns if queries.shape[0] == 1 else queries @ self._columns
+        top = torch.topk(scores.view(queries.shape[0], -1), k, dim=1)
+        return top.values, top.indices
+
+    def _rescored(self, queries: torch.Tensor, k: int, shortlist: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scan the reduced copy, then score its best ``shortlist`` rows again in float32."""
+        low = queries.to(self._scan.dtype)
+        rough = torch.mv(self._scan, low[0])[None] if queries.shape[0] == 1 else low @ self._scan.T
+        candidates = torch.topk(rough, shortlist, dim=1).indices              # (q, shortlist)
+        rows = self._columns.T[candidates]                                   # (q, shortlist, dim)
+        exact = torch.bmm(rows, queries.unsqueeze(2)).squeeze(2)
+        top = torch.topk(exact, k, dim=1)
+        return top.values, candidates.gather(1, top.indices)
+
     @torch.no_grad()
-    def search(self, queries: torch.Tensor, k: int = 10, chunk_size: int | None = None) -> SearchResult:
-        """The ``k`` stored rows most similar to each query, best first (exact, no approximation).
+    def search(self, queries: torch.Tensor, k: int = 10, chunk_size: int | None = None,
+               shortlist: int | None = None) -> SearchResult:
+        """The ``k`` stored rows most similar to each query, best first.
+
+        With ``scan_dtype="float32"`` the search is exact. With a reduced ``scan_dtype`` the
+        returned scores are exact float32 scores, and the rows are the exact top ``k`` whenever
+        the reduced scan's best ``shortlist`` rows hold them. On a CPU a batch of several queries
+        is scored exactly even then, since there the float32 matrix product is the faster one.
 
         Args:
             queries: (q, dim) or (dim,) float tensor, on any device (moved to the index's device).
             k: how many results per query, ``1 <= k <= len(self)``.
             chunk_size: queries scored at once; ``None`` picks as many as keep a chunk's score
                 matrix within ``MAX_SCORES_PER_CHUNK`` entries.
+            shortlist: rows of the reduced scan re-ranked exactly, ``k <= shortlist``; ``None``
+                means ``max(64, 4 * k)`` (at most the whole index). Ignored for float32 scans.
 
         Returns:
             A :class:`SearchResult` ``(scores, ids, rows)``; a (dim,) query gives one row.
 
         Raises:
-            ValueError: if the index is empty, ``k`` is out of range, the query dimension differs,
-                or a query holds NaN or infinity.
+            ValueError: if the index is empty, ``k`` or ``shortlist`` is out of range, the query
+                dimension differs, or a query holds NaN or infinity.
             TypeError: if ``queries`` is not a float tensor or ``k`` not an integer.
         """
-        if len(self) == 0:
-            raise ValueError("index: expected at least one embedding to search, got an empty index (call add first)")
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise TypeError(f"k: expected an integer, got {type(k).__name__}")
-        if not 1 <= k <= len(self):
-            raise ValueError(f"k: expected 1 <= k <= {len(self)} (the number of indexed embeddings), got {k}")
+        k = check_k(k, len(self))
         if isinstance(queries, torch.Tensor) and queries.ndim == 1:
             queries = queries.unsqueeze(0)
-        queries = self._prepare(queries, "queries")
+        queries = check_vectors(queries, self.dim, "queries", normalize=self.normalize, device=self.device)
         if chunk_size is None:
             chunk_size = max(1, MAX_SCORES_PER_CHUNK // len(self))
         elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
             raise ValueError(f"chunk_size: expected a positive integer or None, got {chunk_size!r}")
+        if shortlist is None:
+            shortlist = min(len(self), max(MIN_SHORTLIST, 4 * k))
+        elif isinstance(shortlist, bool) or not isinstance(shortlist, int) or not k <= shortlist <= len(self):
+            raise ValueError(f"shortlist: expected an integer with k={k} <= shortlist <= {len(self)} "
+                             f"(the number of indexed embeddings), got {shortlist!r}")
         scores, rows = [], []
         for start in range(0, queries.shape[0], chunk_size):
-            top = torch.topk(queries[start: start + chunk_size] @ self._matrix.T, k, dim=1)
-            scores.append(top.values)
-            rows.append(top.indices)
+            chunk = queries[start: start + chunk_size]
+            # A CPU's half-precision matrix product is slower than its float32 one, so on a CPU
+            # only single queries (bound by memory bandwidth, not arithmetic) take the reduced scan.
+            reduced = self._scan is not None and (chunk.shape[0] == 1 or self.device.type != "cpu")
+            values, indices = self._rescored(chunk, k, shortlist) if reduced else self._exact(chunk, k)
+            scores.append(values)
+            rows.append(indices)
         score_tensor, row_tensor = torch.cat(scores), torch.cat(rows)
         ids = [[self._ids[r] for r in query_rows] for query_rows in row_tensor.tolist()]
         return SearchResult(score_tensor, ids, row_tensor)
@@ -227,7 +235,9 @@ class EmbeddingIndex:
         weights = tensor_paths(path)[0]
         description = {"dim": self.dim, "count": len(self), "normalize": self.normalize, "ids": self._ids,
                        "metadata": metadata, "file": weights.name}
-        return save_tensors(weights, {"embeddings": self._matrix}, description, format=FORMAT,
+        if self.scan_dtype != "float32":
+            description["scan_dtype"] = self.scan_dtype
+        return save_tensors(weights, {"embeddings": self._columns.T.contiguous()}, description, format=FORMAT,
                             kind="embedding index", indent=None)[1]  # one line: ids for every row
 
     @classmethod
@@ -258,13 +268,15 @@ class EmbeddingIndex:
             raise ValueError(f"path: expected {count} ids and {count} metadata entries in {json_path.name}, "
                              f"got {len(ids) if isinstance(ids, list) else ids!r} and "
                              f"{len(metadata) if isinstance(metadata, list) else metadata!r}")
-        index = cls(dim, device=device, normalize=normalize)
+        index = cls(dim, device=device, normalize=normalize, scan_dtype=description.get("scan_dtype", "float32"))
         index._ids = list(ids)
         index._rows = {item: row for row, item in enumerate(index._ids)}
         if len(index._rows) != count:
             raise ValueError(f"path: expected unique ids in {json_path.name}, got duplicates")
         index._metadata = metadata
-        index._matrix = matrix.to(index.device)
+        index._columns = matrix.to(index.device).T.contiguous()
+        if index._scan is not None:
+            index._scan = matrix.to(device=index.device, dtype=index._scan.dtype)
         return index
 
 

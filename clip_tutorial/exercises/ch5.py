@@ -267,7 +267,7 @@ def measure_unnormalised_query() -> str:
 
     The gallery is 1,000 ShapesWorld images embedded and normalised, as an index stores them; the
     queries are the 64 prompts "a photo of a <colour> <shape>". The broken search multiplies the
-    raw text embeddings with the gallery, the mended one normalises them first. Explained in Chapter 5.7.
+    raw text embeddings with the gallery, the mended one normalises them first. Explained in Chapter 5.8.
     """
     return _unnormalised_query_facts()["letter"]
 
@@ -279,7 +279,7 @@ def check_unnormalised_query(answer: Any, *, verbose: bool = True) -> CheckResul
 
     The check runs the broken and the mended search on the shipped ``ch3-best`` model (see
     :func:`measure_unnormalised_query`) and says which statement the experiment bears out. ``None``
-    (no answer yet) prints a reminder and returns a falsy result. Explained in Chapter 5.7.
+    (no answer yet) prints a reminder and returns a falsy result. Explained in Chapter 5.8.
 
     Raises:
         TypeError: if ``answer`` is neither ``None`` nor a string.
@@ -469,7 +469,7 @@ def measure_precision_at_low_prevalence() -> float:
     on 2,000 ShapesWorld images. Its threshold is the lowest at which the precision on a balanced
     stream (as many circles as other shapes, weighted equally) reaches 0.9. The rare stream keeps
     every non-circle image and draws just enough circles at random for a prevalence of 1%; the
-    result is the mean precision over 500 such draws. Explained in Chapter 5.7.
+    result is the mean precision over 500 such draws. Explained in Chapter 5.8.
     """
     return _low_prevalence_facts()["precision"]
 
@@ -479,7 +479,7 @@ def check_precision_at_low_prevalence(prediction: Any, *, verbose: bool = True) 
 
     The check runs the experiment of :func:`measure_precision_at_low_prevalence` on the shipped
     ``ch3-best`` model and accepts a prediction within 0.02 of the measurement. ``None`` (no
-    prediction yet) prints a reminder and returns a falsy result. Explained in Chapter 5.7.
+    prediction yet) prints a reminder and returns a falsy result. Explained in Chapter 5.8.
 
     Raises:
         TypeError: if ``prediction`` is not a number (or ``None``).
