@@ -226,3 +226,18 @@ def test_build_image_index_from_uint8_pixels_normalises_batch_by_batch():
     assert from_pixels.ids == list(range(37))
     with pytest.raises(ValueError, match="batch_size: expected a positive integer, got 0"):
         build_image_index(model, world.images, batch_size=0)
+
+
+@pytest.mark.parametrize("dim", [3, 64, 300])
+def test_single_queries_match_brute_force_numpy(dim):
+    """One query at a time takes its own path on the CPU (NumPy's BLAS on the transposed matrix)."""
+    data, queries = _random(700, dim, seed=dim), _random(12, dim, seed=dim + 1)
+    index = EmbeddingIndex(dim)
+    index.add(data)
+    expected_scores, expected_rows = _reference(data.double().numpy(), queries.double().numpy(), 10)
+    for query, scores, rows in zip(queries, expected_scores, expected_rows):
+        result = index.search(query, k=10)
+        assert result.rows[0].tolist() == rows.tolist()
+        np.testing.assert_allclose(result.scores[0].numpy(), scores, atol=1e-5)
+    batch = index.search(queries, k=10)  # the batched path gives the same answers
+    assert batch.rows.tolist() == expected_rows.tolist()

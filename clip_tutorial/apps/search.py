@@ -6,11 +6,13 @@ the dot product of a query with a row is their cosine similarity, and one matrix
 by :func:`torch.topk` answers a whole batch of queries exactly. Queries are processed in chunks so
 that the score matrix never grows beyond a fixed number of entries.
 
-The matrix is stored transposed, one column per item: a single query then reads it with a
-vector-times-matrix product, which PyTorch spreads over every thread, while the product with a
-row-per-item matrix runs on one. A search reads every stored number, so it is limited by memory
-bandwidth; ``scan_dtype="float16"`` keeps a second, half-size copy that is scanned first, and only
-the best ``shortlist`` rows of that scan are scored again exactly in float32 (Chapter 5.7).
+A single query reads every stored number and does one multiplication and one addition with each,
+so its speed is set by memory bandwidth. The matrix is stored transposed, one column per item,
+and on a CPU a single query's vector-times-matrix product goes to NumPy's BLAS (OpenBLAS), which
+streams that layout through memory on every core; batches of queries, and every search on a GPU,
+use PyTorch's matrix product. ``scan_dtype="float16"`` keeps a second, half-size copy that is
+scanned first, and only the best ``shortlist`` rows of that scan are scored again exactly in
+float32. The README's search benchmark measures both modes against NumPy and FAISS (Chapter 5.7).
 
 An index is saved as two files side by side (by :mod:`clip_tutorial.core.storage`):
 ``NAME.safetensors`` holds the matrix and ``NAME.json`` holds everything else (dimension, count,
@@ -146,8 +148,11 @@ class EmbeddingIndex(ItemRecords):
 
     def _exact(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Score every row of a chunk of queries in float32; the top ``k`` values and rows."""
-        scores = queries[0] @ self._columns if queries.shape[0] == 1 else queries @ self._columns
-        top = torch.topk(scores.view(queries.shape[0], -1), k, dim=1)
+        if queries.shape[0] == 1 and self.device.type == "cpu":  # one query: memory-bound, see above
+            scores = torch.from_numpy(queries[0].numpy() @ self._columns.numpy())[None]
+        else:
+            scores = queries @ self._columns
+        top = torch.topk(scores, k, dim=1)
         return top.values, top.indices
 
     def _rescored(self, queries: torch.Tensor, k: int, shortlist: int) -> tuple[torch.Tensor, torch.Tensor]:
