@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Keep the Chinese edition of a notebook in step with the English one.
+
+The Chinese edition mirrors every English notebook under ``zh/``: ``chapters/ch1/01_x.ipynb`` is
+translated in ``zh/chapters/ch1/01_x.ipynb``. A Chinese notebook has the same cells as its English
+notebook, in the same order and of the same types, and its code cells are byte-identical, so both
+editions run the same experiments and glue the same numbers. Each Chinese markdown cell records in
+its metadata (``cell.metadata["zh"]["source_sha256"]``) the SHA-256 of the English cell it
+translates. When the English text changes, the recorded hash no longer matches and the cell is
+*stale* until a translator revisits it and stamps it again.
+
+Usage::
+
+    python tools/zh_sync.py                       # report missing pages, structure, code and stale cells; exit 1 if any
+    python tools/zh_sync.py --copy-code           # copy every English code cell into its Chinese notebook
+    python tools/zh_sync.py --new chapters/ch1/01_x.ipynb   # start a Chinese notebook: code copied, text still English
+    python tools/zh_sync.py --stamp zh/chapters/ch1/01_x.ipynb --cells 0 3   # after translating cells 0 and 3
+
+``--stamp`` without ``--cells`` stamps every markdown cell of the notebook.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+ZH = "zh"
+KEY = "source_sha256"
+#: The roles whose targets a translation keeps: computed numbers and citations.
+_KEPT = re.compile(r"\{(glue:text|glue|cite:p|cite:t|cite)\}`([^`]+)`")
+
+
+def text_hash(source: str) -> str:
+    """The SHA-256 (hex) of a cell's source text, as recorded in the Chinese cell."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def zh_path(english: Path, root: Path = ROOT) -> Path:
+    """Where the Chinese edition of the English notebook ``english`` lives."""
+    return root / ZH / english.resolve().relative_to(root.resolve())
+
+
+def english_notebooks(root: Path = ROOT) -> list[Path]:
+    """Every English notebook under ``chapters/``, sorted, checkpoints left out."""
+    return sorted(p for p in (root / "chapters").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def recorded_hash(cell: nbformat.NotebookNode) -> str | None:
+    """The hash of the English text a Chinese markdown cell was translated from, if stamped."""
+    return cell.get("metadata", {}).get(ZH, {}).get(KEY)
+
+
+def problems(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode) -> list[str]:
+    """What keeps ``chinese`` from being an up-to-date translation of ``english``; empty when none.
+
+    A different number of cells, or cells of different types, is reported once (cell by cell
+    comparisons would then mislead); otherwise every code cell that differs, every markdown cell
+    whose recorded hash is missing or no longer that of its English cell, and every markdown cell
+    whose glued numbers or citations differ from its English cell's.
+    """
+    kinds_en = [cell.cell_type for cell in english.cells]
+    kinds_zh = [cell.cell_type for cell in chinese.cells]
+    if kinds_en != kinds_zh:
+        return [f"structure: English has {len(kinds_en)} cells {kinds_en}, Chinese has {len(kinds_zh)} {kinds_zh}"]
+    found = []
+    for index, (en, zh) in enumerate(zip(english.cells, chinese.cells)):
+        if en.cell_type == "code" and en.source != zh.source:
+            found.append(f"cell {index}: code differs from the English cell (run --copy-code)")
+        elif en.cell_type == "markdown":
+            recorded = recorded_hash(zh)
+            if recorded is None:
+                found.append(f"cell {index}: not stamped as translated")
+            elif recorded != text_hash(en.source):
+                found.append(f"cell {index}: stale, the English text changed since it was translated")
+            elif Counter(_KEPT.findall(en.source)) != Counter(_KEPT.findall(zh.source)):
+                missing = Counter(_KEPT.findall(en.source)) - Counter(_KEPT.findall(zh.source))
+                extra = Counter(_KEPT.findall(zh.source)) - Counter(_KEPT.findall(en.source))
+                found.append(f"cell {index}: glue or cite roles differ: missing {sorted(missing)}, extra {sorted(extra)}")
+    return found
+
+
+def report(root: Path = ROOT) -> list[str]:
+    """Every problem of the Chinese edition under ``root``, as ``path: problem`` lines."""
+    lines = []
+    english = english_notebooks(root)
+    expected = {zh_path(path, root) for path in english}
+    for path in english:
+        target = zh_path(path, root)
+        name = target.relative_to(root)
+        if not target.exists():
+            lines.append(f"{name}: missing (start it with --new {path.relative_to(root)})")
+            continue
+        lines += [f"{name}: {problem}" for problem in
+                  problems(nbformat.read(path, as_version=4), nbformat.read(target, as_version=4))]
+    extra = sorted(p for p in (root / ZH / "chapters").rglob("*.ipynb") if p not in expected) \
+        if (root / ZH / "chapters").is_dir() else []
+    lines += [f"{p.relative_to(root)}: no English notebook at {p.relative_to(root / ZH)}" for p in extra]
+    return lines
+
+
+def copy_code(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode) -> int:
+    """Copy every English code cell over its Chinese twin (same structure required); the number changed."""
+    if [c.cell_type for c in english.cells] != [c.cell_type for c in chinese.cells]:
+        raise ValueError("chinese: expected the cell structure of the English notebook; fix the structure first")
+    changed = 0
+    for en, zh in zip(english.cells, chinese.cells):
+        if en.cell_type == "code" and en.source != zh.source:
+            zh.source = en.source
+            changed += 1
+    return changed
+
+
+def start(english: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A new Chinese notebook: the English cells copied, every markdown cell unstamped until translated."""
+    chinese = nbformat.reads(nbformat.writes(english), as_version=4)
+    for cell in chinese.cells:
+        cell.metadata.pop(ZH, None)
+    return chinese
+
+
+def stamp(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode, cells: list[int] | None = None) -> int:
+    """Record the English hash in the given markdown cells (all when ``None``); the number stamped.
+
+    Raises:
+        ValueError: if the structures differ, or a given index is not a markdown cell.
+    """
+    if [c.cell_type for c in english.cells] != [c.cell_type for c in chinese.cells]:
+        raise ValueError("chinese: expected the cell structure of the English notebook; fix the structure first")
+    indices = [i for i, c in enumerate(english.cells) if c.cell_type == "markdown"] if cells is None else cells
+    for index in indices:
+        if not 0 <= index < len(english.cells) or english.cells[index].cell_type != "markdown":
+            raise ValueError(f"cells: expected indices of markdown cells, got {index}")
+        chinese.cells[index].metadata.setdefault(ZH, {})[KEY] = text_hash(english.cells[index].source)
+    return len(indices)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--copy-code", action="store_true")
+    parser.add_argument("--new", type=Path, help="an English notebook to start a Chinese edition of")
+    parser.add_argument("--stamp", type=Path, help="a Chinese notebook whose translated cells to stamp")
+    parser.add_argument("--cells", type=int, nargs="+", help="with --stamp: the cells translated")
+    args = parser.parse_args(argv)
+    if args.new:
+        english = (ROOT / args.new).resolve() if not args.new.is_absolute() else args.new
+        target = zh_path(english)
+        if target.exists():
+            raise SystemExit(f"{target.relative_to(ROOT)} exists already")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(start(nbformat.read(english, as_version=4)), target)
+        print(f"wrote {target.relative_to(ROOT)}: translate its markdown cells, then --stamp it")
+        return 0
+    if args.stamp:
+        target = (ROOT / args.stamp).resolve() if not args.stamp.is_absolute() else args.stamp
+        english = ROOT / target.relative_to((ROOT / ZH).resolve())
+        chinese = nbformat.read(target, as_version=4)
+        count = stamp(nbformat.read(english, as_version=4), chinese, args.cells)
+        nbformat.write(chinese, target)
+        print(f"stamped {count} cells of {target.relative_to(ROOT)}")
+        return 0
+    if args.copy_code:
+        for path in english_notebooks():
+            target = zh_path(path)
+            if target.exists():
+                chinese = nbformat.read(target, as_version=4)
+                if copy_code(nbformat.read(path, as_version=4), chinese):
+                    nbformat.write(chinese, target)
+                    print(f"updated code cells of {target.relative_to(ROOT)}")
+        return 0
+    lines = report()
+    print("\n".join(lines) if lines else "the Chinese edition is in step with the English one")
+    return 1 if lines else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
