@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import zh_sync  # noqa: E402
 
 CHINESE = sorted((ROOT / "zh" / "chapters").rglob("*.ipynb"))
+CHINESE_PAGES = [zh_sync.zh_path(page) for page in zh_sync.english_pages() if zh_sync.zh_path(page).exists()]
 
 
 def _english() -> nbformat.NotebookNode:
@@ -119,3 +120,23 @@ def test_every_chinese_notebook_is_in_step_with_its_english_one(path):
     assert zh_sync.problems(nbformat.read(english, as_version=4), nbformat.read(path, as_version=4)) == []
     title = nbformat.read(path, as_version=4).cells[0].source.splitlines()[0]
     assert title.startswith("# ") and any("\u4e00" <= ch <= "\u9fff" for ch in title), title
+
+
+def test_a_markdown_page_is_stamped_as_a_whole_and_goes_stale_when_the_english_changes():
+    english = "# Chapter 1\n\nSome text with {glue:text}`x` and {cite:p}`radford2021clip`.\n"
+    chinese = "# 第 1 章\n\n一些文字，{glue:text}`x`，{cite:p}`radford2021clip`。\n"
+    assert zh_sync.page_problem(english, chinese) == "not stamped as translated"
+    stamped = zh_sync.stamp_page(english, chinese)
+    assert stamped.endswith(chinese) and zh_sync.page_problem(english, stamped) is None
+    assert zh_sync.stamp_page(english, stamped) == stamped  # stamping again replaces the stamp
+    assert zh_sync.page_problem(english + "More.\n", stamped) == "stale, the English page changed since it was translated"
+    lost = zh_sync.stamp_page(english, chinese.replace("{glue:text}`x`", "2"))
+    assert zh_sync.page_problem(english, lost) == "glue or cite roles differ from the English page"
+
+
+@pytest.mark.parametrize("path", CHINESE_PAGES, ids=[str(p.relative_to(ROOT)) for p in CHINESE_PAGES])
+def test_every_chinese_markdown_page_is_in_step_with_its_english_one(path):
+    english = ROOT / path.relative_to(ROOT / "zh")
+    text = path.read_text(encoding="utf-8")
+    assert zh_sync.page_problem(english.read_text(encoding="utf-8"), text) is None
+    assert any("\u4e00" <= ch <= "\u9fff" for ch in text)

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Keep the Chinese edition of a notebook in step with the English one.
 
-The Chinese edition mirrors every English notebook under ``zh/``: ``chapters/ch1/01_x.ipynb`` is
-translated in ``zh/chapters/ch1/01_x.ipynb``. A Chinese notebook has the same cells as its English
+The Chinese edition mirrors every English page under ``zh/``: ``chapters/ch1/01_x.ipynb`` is
+translated in ``zh/chapters/ch1/01_x.ipynb`` and ``intro.md`` in ``zh/intro.md``. A Chinese notebook has the same cells as its English
 notebook, in the same order and of the same types, and its code cells are byte-identical, so both
 editions run the same experiments and glue the same numbers. Each Chinese markdown cell records in
 its metadata (``cell.metadata["zh"]["source_sha256"]``) the SHA-256 of the English cell it
 translates. When the English text changes, the recorded hash no longer matches and the cell is
-*stale* until a translator revisits it and stamps it again.
+*stale* until a translator revisits it and stamps it again. A Markdown page (the landing page, a
+chapter's opening page, an appendix) is stamped as a whole: its first line is the comment
+``<!-- zh_sync source_sha256=... -->`` with the hash of the English file it translates.
 
 Usage::
 
@@ -15,6 +17,7 @@ Usage::
     python tools/zh_sync.py --copy-code           # copy every English code cell into its Chinese notebook
     python tools/zh_sync.py --new chapters/ch1/01_x.ipynb   # start a Chinese notebook: code copied, text still English
     python tools/zh_sync.py --stamp zh/chapters/ch1/01_x.ipynb --cells 0 3   # after translating cells 0 and 3
+    python tools/zh_sync.py --stamp zh/intro.md   # a Markdown page, after translating all of it
 
 ``--stamp`` without ``--cells`` stamps every markdown cell of the notebook.
 """
@@ -44,6 +47,34 @@ def text_hash(source: str) -> str:
 def zh_path(english: Path, root: Path = ROOT) -> Path:
     """Where the Chinese edition of the English notebook ``english`` lives."""
     return root / ZH / english.resolve().relative_to(root.resolve())
+
+
+_MD_STAMP = re.compile(r"\A<!-- zh_sync source_sha256=([0-9a-f]{64}) -->\n")
+
+
+def english_pages(root: Path = ROOT) -> list[Path]:
+    """Every English Markdown page of the book: the landing page, chapter openings, appendices, API."""
+    pages = [root / "intro.md", root / "api.md", *sorted((root / "chapters").glob("*/index.md")),
+             *sorted((root / "appendix").glob("*.md"))]
+    return [page for page in pages if page.exists()]
+
+
+def page_problem(english: str, chinese: str) -> str | None:
+    """Why the Chinese Markdown page ``chinese`` is not an up-to-date translation of ``english``, or None."""
+    stamp = _MD_STAMP.match(chinese)
+    if stamp is None:
+        return "not stamped as translated"
+    if stamp.group(1) != text_hash(english):
+        return "stale, the English page changed since it was translated"
+    body = chinese[stamp.end():]
+    if Counter(_KEPT.findall(english)) != Counter(_KEPT.findall(body)):
+        return "glue or cite roles differ from the English page"
+    return None
+
+
+def stamp_page(english: str, chinese: str) -> str:
+    """``chinese`` with its first line recording the hash of ``english`` (replacing an older stamp)."""
+    return f"<!-- zh_sync source_sha256={text_hash(english)} -->\n" + _MD_STAMP.sub("", chinese, count=1)
 
 
 def english_notebooks(root: Path = ROOT) -> list[Path]:
@@ -98,6 +129,12 @@ def report(root: Path = ROOT) -> list[str]:
             continue
         lines += [f"{name}: {problem}" for problem in
                   problems(nbformat.read(path, as_version=4), nbformat.read(target, as_version=4))]
+    for page in english_pages(root):
+        target = zh_path(page, root)
+        if not target.exists():
+            lines.append(f"{target.relative_to(root)}: missing (start it with --new {page.relative_to(root)})")
+        elif (problem := page_problem(page.read_text(encoding="utf-8"), target.read_text(encoding="utf-8"))):
+            lines.append(f"{target.relative_to(root)}: {problem}")
     extra = sorted(p for p in (root / ZH / "chapters").rglob("*.ipynb") if p not in expected) \
         if (root / ZH / "chapters").is_dir() else []
     lines += [f"{p.relative_to(root)}: no English notebook at {p.relative_to(root / ZH)}" for p in extra]
@@ -153,12 +190,20 @@ def main(argv: list[str] | None = None) -> int:
         if target.exists():
             raise SystemExit(f"{target.relative_to(ROOT)} exists already")
         target.parent.mkdir(parents=True, exist_ok=True)
-        nbformat.write(start(nbformat.read(english, as_version=4)), target)
+        if english.suffix == ".md":
+            target.write_text(english.read_text(encoding="utf-8"), encoding="utf-8")
+        else:
+            nbformat.write(start(nbformat.read(english, as_version=4)), target)
         print(f"wrote {target.relative_to(ROOT)}: translate its markdown cells, then --stamp it")
         return 0
     if args.stamp:
         target = (ROOT / args.stamp).resolve() if not args.stamp.is_absolute() else args.stamp
         english = ROOT / target.relative_to((ROOT / ZH).resolve())
+        if target.suffix == ".md":
+            target.write_text(stamp_page(english.read_text(encoding="utf-8"), target.read_text(encoding="utf-8")),
+                              encoding="utf-8")
+            print(f"stamped {target.relative_to(ROOT)}")
+            return 0
         chinese = nbformat.read(target, as_version=4)
         count = stamp(nbformat.read(english, as_version=4), chinese, args.cells)
         nbformat.write(chinese, target)
