@@ -24,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import re
 import sys
@@ -109,10 +110,9 @@ def problems(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode) -> 
                 found.append(f"cell {index}: not stamped as translated")
             elif recorded != text_hash(en.source):
                 found.append(f"cell {index}: stale, the English text changed since it was translated")
-            elif Counter(_KEPT.findall(en.source)) != Counter(_KEPT.findall(zh.source)):
-                missing = Counter(_KEPT.findall(en.source)) - Counter(_KEPT.findall(zh.source))
-                extra = Counter(_KEPT.findall(zh.source)) - Counter(_KEPT.findall(en.source))
-                found.append(f"cell {index}: glue or cite roles differ: missing {sorted(missing)}, extra {sorted(extra)}")
+            elif (kept_en := Counter(_KEPT.findall(en.source))) != (kept_zh := Counter(_KEPT.findall(zh.source))):
+                found.append(f"cell {index}: glue or cite roles differ: missing {sorted(kept_en - kept_zh)}, "
+                             f"extra {sorted(kept_zh - kept_en)}")
     return found
 
 
@@ -141,10 +141,14 @@ def report(root: Path = ROOT) -> list[str]:
     return lines
 
 
-def copy_code(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode) -> int:
-    """Copy every English code cell over its Chinese twin (same structure required); the number changed."""
+def _require_same_structure(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode) -> None:
     if [c.cell_type for c in english.cells] != [c.cell_type for c in chinese.cells]:
         raise ValueError("chinese: expected the cell structure of the English notebook; fix the structure first")
+
+
+def copy_code(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode) -> int:
+    """Copy every English code cell over its Chinese twin (same structure required); the number changed."""
+    _require_same_structure(english, chinese)
     changed = 0
     for en, zh in zip(english.cells, chinese.cells):
         if en.cell_type == "code" and en.source != zh.source:
@@ -155,7 +159,7 @@ def copy_code(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode) ->
 
 def start(english: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A new Chinese notebook: the English cells copied, every markdown cell unstamped until translated."""
-    chinese = nbformat.reads(nbformat.writes(english), as_version=4)
+    chinese = copy.deepcopy(english)
     for cell in chinese.cells:
         cell.metadata.pop(ZH, None)
     return chinese
@@ -167,8 +171,7 @@ def stamp(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode, cells:
     Raises:
         ValueError: if the structures differ, or a given index is not a markdown cell.
     """
-    if [c.cell_type for c in english.cells] != [c.cell_type for c in chinese.cells]:
-        raise ValueError("chinese: expected the cell structure of the English notebook; fix the structure first")
+    _require_same_structure(english, chinese)
     indices = [i for i, c in enumerate(english.cells) if c.cell_type == "markdown"] if cells is None else cells
     for index in indices:
         if not 0 <= index < len(english.cells) or english.cells[index].cell_type != "markdown":
@@ -185,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", type=int, nargs="+", help="with --stamp: the cells translated")
     args = parser.parse_args(argv)
     if args.new:
-        english = (ROOT / args.new).resolve() if not args.new.is_absolute() else args.new
+        english = (ROOT / args.new).resolve()
         target = zh_path(english)
         if target.exists():
             raise SystemExit(f"{target.relative_to(ROOT)} exists already")
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {target.relative_to(ROOT)}: translate its markdown cells, then --stamp it")
         return 0
     if args.stamp:
-        target = (ROOT / args.stamp).resolve() if not args.stamp.is_absolute() else args.stamp
+        target = (ROOT / args.stamp).resolve()
         english = ROOT / target.relative_to((ROOT / ZH).resolve())
         if target.suffix == ".md":
             target.write_text(stamp_page(english.read_text(encoding="utf-8"), target.read_text(encoding="utf-8")),

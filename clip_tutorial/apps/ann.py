@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from clip_tutorial.apps.search import EmbeddingIndex, SearchResult
-from clip_tutorial.apps.vectors import ItemId, ItemRecords, check_item_ids, check_k, check_metadata, check_vectors
-from clip_tutorial.core.checks import check_choice
+from clip_tutorial.apps.vectors import (ItemId, ItemRecords, check_item_ids, check_json_metadata, check_k,
+                                        check_metadata, check_queries, check_vectors)
+from clip_tutorial.core.checks import check_choice, check_positive_int
 from clip_tutorial.core.storage import load_tensors, save_tensors, tensor_paths
 
 __all__ = ["FaissIndex", "KINDS", "import_faiss", "default_nlist", "gaussian_like"]
@@ -37,6 +38,8 @@ __all__ = ["FaissIndex", "KINDS", "import_faiss", "default_nlist", "gaussian_lik
 KINDS = ("flat", "ivf", "hnsw")
 #: The ``"format"`` field of every saved FAISS index description.
 FORMAT = "clip_tutorial.FaissIndex"
+#: How the errors for counts such as ``nlist`` and ``nprobe`` word what was expected.
+POSITIVE = "a positive integer"
 
 
 def import_faiss() -> Any:
@@ -67,8 +70,8 @@ def gaussian_like(embeddings: torch.Tensor, n: int, seed: int = 0) -> torch.Tens
     anisotropy but not their clusters.
 
     Raises:
-        TypeError: if ``embeddings`` is not a float tensor.
-        ValueError: if it has fewer than two finite, non-zero rows, or ``n`` is not a positive integer.
+        TypeError: if ``embeddings`` is not a float tensor, or ``n`` not an integer.
+        ValueError: if it has fewer than two finite, non-zero rows, or ``n`` is not positive.
     """
     if not isinstance(embeddings, torch.Tensor) or embeddings.ndim != 2:
         got = f"shape {tuple(embeddings.shape)}" if isinstance(embeddings, torch.Tensor) else type(embeddings).__name__
@@ -76,19 +79,13 @@ def gaussian_like(embeddings: torch.Tensor, n: int, seed: int = 0) -> torch.Tens
     rows = check_vectors(embeddings, embeddings.shape[1], "embeddings", normalize=True, device=torch.device("cpu"))
     if rows.shape[0] < 2:
         raise ValueError(f"embeddings: expected at least 2 rows to estimate a covariance, got {rows.shape[0]}")
-    n = _positive("n", n)
+    n = check_positive_int("n", n, expected=POSITIVE)
     rows = rows.double()
     mean = rows.mean(dim=0)
     covariance = torch.cov(rows.T) + 1e-8 * torch.eye(rows.shape[1], dtype=torch.float64)
     factor = torch.linalg.cholesky(covariance)
     noise = torch.randn(n, rows.shape[1], generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     return torch.nn.functional.normalize(mean + noise @ factor.T, dim=1).float()
-
-
-def _positive(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    return value
 
 
 class FaissIndex(ItemRecords):
@@ -150,9 +147,9 @@ class FaissIndex(ItemRecords):
 
         Raises:
             ImportError: if FAISS is not installed.
-            TypeError: if ``source`` is not an ``EmbeddingIndex``.
+            TypeError: if ``source`` is not an ``EmbeddingIndex``, or a parameter not an integer.
             ValueError: for an empty source, an unknown ``kind``, or parameters that are not
-                positive integers (``nlist`` at most the row count).
+                positive (``nlist`` at most the row count).
         """
         faiss = import_faiss()
         if not isinstance(source, EmbeddingIndex):
@@ -165,15 +162,15 @@ class FaissIndex(ItemRecords):
         if kind == "flat":
             index = faiss.IndexFlatIP(dim)
         elif kind == "ivf":
-            nlist = default_nlist(count) if nlist is None else _positive("nlist", nlist)
+            nlist = default_nlist(count) if nlist is None else check_positive_int("nlist", nlist, expected=POSITIVE)
             if nlist > count:
                 raise ValueError(f"nlist: expected at most the number of rows ({count}), got {nlist}")
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
             index.cp.seed = int(seed)
             index.train(vectors)
         else:
-            index = faiss.IndexHNSWFlat(dim, _positive("m", m), faiss.METRIC_INNER_PRODUCT)
-            index.hnsw.efConstruction = _positive("ef_construction", ef_construction)
+            index = faiss.IndexHNSWFlat(dim, check_positive_int("m", m, expected=POSITIVE), faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = check_positive_int("ef_construction", ef_construction, expected=POSITIVE)
         index.add(vectors)
         return cls(index, source.ids, source.metadata, normalize=source.normalize, kind=kind)
 
@@ -207,24 +204,23 @@ class FaissIndex(ItemRecords):
 
         Raises:
             ValueError: if ``k`` is out of range, the query dimension differs, a query holds NaN
-                or infinity, or ``nprobe``/``ef_search`` is not a positive integer or does not
-                apply to this index.
-            TypeError: if ``queries`` is not a float tensor or ``k`` not an integer.
+                or infinity, or ``nprobe``/``ef_search`` is not positive or does not apply to this
+                index.
+            TypeError: if ``queries`` is not a float tensor, or ``k``, ``nprobe`` or ``ef_search``
+                not an integer.
         """
         faiss = import_faiss()
         k = check_k(k, len(self))
-        if isinstance(queries, torch.Tensor) and queries.ndim == 1:
-            queries = queries.unsqueeze(0)
-        queries = check_vectors(queries, self.dim, "queries", normalize=self.normalize, device=torch.device("cpu"))
+        queries = check_queries(queries, self.dim, normalize=self.normalize, device=torch.device("cpu"))
         params = None
         if nprobe is not None:
             if not isinstance(self.index, faiss.IndexIVF):
                 raise ValueError(f"nprobe: applies to an IVF index, got a {type(self.index).__name__}")
-            params = faiss.SearchParametersIVF(nprobe=_positive("nprobe", nprobe))
+            params = faiss.SearchParametersIVF(nprobe=check_positive_int("nprobe", nprobe, expected=POSITIVE))
         if ef_search is not None:
             if not isinstance(self.index, faiss.IndexHNSW):
                 raise ValueError(f"ef_search: applies to an HNSW index, got a {type(self.index).__name__}")
-            params = faiss.SearchParametersHNSW(efSearch=_positive("ef_search", ef_search))
+            params = faiss.SearchParametersHNSW(efSearch=check_positive_int("ef_search", ef_search, expected=POSITIVE))
         scores, rows = self.index.search(np.ascontiguousarray(queries.numpy()), k, params=params)
         scores, rows = torch.from_numpy(scores), torch.from_numpy(rows)
         scores = scores.masked_fill(rows < 0, float("-inf"))
@@ -243,13 +239,10 @@ class FaissIndex(ItemRecords):
         faiss = import_faiss()
         weights = tensor_paths(path)[0]
         description = {"kind": self.kind, "dim": self.dim, "count": len(self), "normalize": self.normalize,
-                       "ids": self._ids, "metadata": self._metadata, "file": weights.name}
+                       "ids": self._ids, "metadata": check_json_metadata(self._metadata), "file": weights.name}
         data = torch.from_numpy(faiss.serialize_index(self.index))
-        try:
-            return save_tensors(weights, {"faiss": data}, description, format=FORMAT, kind="FAISS index",
-                                indent=None)[1]
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"metadata: expected JSON-serialisable dictionaries, got {error}") from error
+        return save_tensors(weights, {"faiss": data}, description, format=FORMAT, kind="FAISS index",
+                            indent=None)[1]
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FaissIndex:

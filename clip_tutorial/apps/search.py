@@ -21,7 +21,6 @@ the index is loaded.
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +28,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from clip_tutorial.apps.vectors import ItemId, ItemRecords, check_item_ids, check_k, check_metadata, check_vectors
+from clip_tutorial.apps.vectors import (ItemId, ItemRecords, check_item_ids, check_json_metadata, check_k,
+                                        check_metadata, check_queries, check_vectors)
 from clip_tutorial.core.checks import check_choice
 from clip_tutorial.core.storage import load_tensors, save_tensors, tensor_paths
 from clip_tutorial.model import CLIP
@@ -192,9 +192,7 @@ class EmbeddingIndex(ItemRecords):
             TypeError: if ``queries`` is not a float tensor or ``k`` not an integer.
         """
         k = check_k(k, len(self))
-        if isinstance(queries, torch.Tensor) and queries.ndim == 1:
-            queries = queries.unsqueeze(0)
-        queries = check_vectors(queries, self.dim, "queries", normalize=self.normalize, device=self.device)
+        queries = check_queries(queries, self.dim, normalize=self.normalize, device=self.device)
         if chunk_size is None:
             chunk_size = max(1, MAX_SCORES_PER_CHUNK // len(self))
         elif isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
@@ -233,10 +231,7 @@ class EmbeddingIndex(ItemRecords):
             TypeError: if some metadata cannot be written as JSON.
             PermissionError: if the folder cannot be created or written to.
         """
-        try:
-            metadata = json.loads(json.dumps(self._metadata))
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"metadata: expected JSON-serialisable dictionaries, got {error}") from error
+        metadata = check_json_metadata(self._metadata)
         weights = tensor_paths(path)[0]
         description = {"dim": self.dim, "count": len(self), "normalize": self.normalize, "ids": self._ids,
                        "metadata": metadata, "file": weights.name}

@@ -6,13 +6,15 @@ Explained in Chapter 5.2 (a text-to-image search engine). The exact
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any, Union
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ItemId", "ItemRecords", "check_vectors", "check_k", "check_item_ids", "check_metadata"]
+__all__ = ["ItemId", "ItemRecords", "check_vectors", "check_queries", "check_k", "check_item_ids", "check_metadata",
+           "check_json_metadata"]
 
 ItemId = Union[int, str]
 
@@ -64,6 +66,17 @@ def check_vectors(vectors: object, dim: int, name: str, *, normalize: bool,
             raise ValueError(f"{name}: expected non-zero vectors (cosine needs a direction), got zero rows {zero}")
         vectors = F.normalize(vectors, dim=1)
     return vectors
+
+
+def check_queries(queries: object, dim: int, *, normalize: bool, device: torch.device) -> torch.Tensor:
+    """Check a (q, dim) or (dim,) float tensor of queries; return it as (q, dim) float32 on ``device``.
+
+    Raises:
+        TypeError, ValueError: as :func:`check_vectors`, for the argument ``queries``.
+    """
+    if isinstance(queries, torch.Tensor) and queries.ndim == 1:
+        queries = queries.unsqueeze(0)
+    return check_vectors(queries, dim, "queries", normalize=normalize, device=device)
 
 
 def check_k(k: object, count: int, name: str = "k") -> int:
@@ -128,3 +141,15 @@ def check_metadata(metadata: list[dict] | None, n: int) -> list[dict]:
     if len(metadata) != n:
         raise ValueError(f"metadata: expected one dictionary per embedding ({n}), got {len(metadata)}")
     return metadata
+
+
+def check_json_metadata(metadata: list[dict]) -> list[dict]:
+    """A copy of ``metadata`` as JSON reads it back, for saving an index's description.
+
+    Raises:
+        TypeError: if some entry cannot be written as JSON.
+    """
+    try:
+        return json.loads(json.dumps(metadata))
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata: expected JSON-serialisable dictionaries, got {error}") from error
