@@ -143,7 +143,8 @@ def test_state_lists_every_file_with_its_hash(book):
 def test_clear_build_removes_what_a_fresh_build_must_not_reuse(tmp_path):
     build_dir = tmp_path / "_build"
     _stamp(build_dir, STATE)
-    for name in (".doctrees/environment.pickle", "jupyter_execute/chapters/a.ipynb", "book.log"):
+    for name in (".doctrees/environment.pickle", "jupyter_execute/chapters/a.ipynb", "book.log",
+                 ".jupyter_cache/global.db", "zh/_build/html/index.html"):
         _write(build_dir / name, "x")
     build.clear_build(build_dir)
     assert sorted(p.name for p in build_dir.iterdir()) == ["book.log"]
@@ -267,8 +268,9 @@ def test_report_without_a_known_cause_points_at_the_output():
 
 
 def _tiny_book(root: Path, timeout: int, cell: str) -> Path:
-    config = {"title": "tiny", "execute": {"execute_notebooks": "force", "timeout": timeout,
-                                           "allow_errors": False, "raise_on_error": True, "show_tb": True}}
+    config = {"title": "tiny", "exclude_patterns": ["zh"],
+              "execute": {"execute_notebooks": "cache", "timeout": timeout,
+                          "allow_errors": False, "raise_on_error": True, "show_tb": True}}
     _write(root / "_config.yml", yaml.safe_dump(config))
     _write(root / "_toc.yml", "format: jb-book\nroot: intro\nchapters:\n- file: slow\n")
     _write(root / "intro.md", "# Intro\n\nA tiny book.\n")
@@ -286,7 +288,7 @@ def test_a_hanging_cell_fails_the_build_and_the_summary_comes_last(tmp_path):
     _tiny_book(root, timeout=3, cell="import time\ntime.sleep(60)")
     failed = _run(root)
     assert failed.returncode != 0
-    tail = failed.stderr.strip().splitlines()[-6:]
+    tail = failed.stderr.strip().splitlines()[-10:]
     assert any(re.search(r"CellTimeoutError in slow\.ipynb, code cell 2 \(cell \[2\]", line) for line in tail), tail
     log = (root / "_build" / build.LOG_NAME).read_text(encoding="utf-8")
     assert log.startswith("=" * 79 + "\nTHE BOOK BUILD FAILED:\n- CellTimeoutError in slow.ipynb")
@@ -299,6 +301,35 @@ def test_a_hanging_cell_fails_the_build_and_the_summary_comes_last(tmp_path):
     assert json.loads((root / "_build" / build.STAMP_NAME).read_text())["fingerprint"] == build.code_fingerprint(root)
     page = (root / "_build" / "html" / "slow.html").read_text(encoding="utf-8")
     assert "PASSIVE" in page  # the kernel got the build's environment
+
+
+def _tiny_chinese_edition(root: Path, cell: str) -> Path:
+    config = {"title": "小书", "execute": {"execute_notebooks": "cache", "cache": "_build/.jupyter_cache",
+                                          "timeout": 30, "allow_errors": False, "raise_on_error": True}}
+    _write(root / "zh" / "_config.yml", yaml.safe_dump(config, allow_unicode=True))
+    _write(root / "zh" / "_toc.yml", "format: jb-book\nroot: intro\nchapters:\n- file: slow\n")
+    _write(root / "zh" / "intro.md", "# 简介\n\n一本小书。\n")
+    return _notebook(root / "zh" / "slow.ipynb", "x = 1\nprint(x)", cell)
+
+
+def test_the_chinese_edition_reads_the_english_outputs_and_refuses_to_run_other_code(tmp_path):
+    root = tmp_path / "book"
+    cell = "import os\nprint('pid', os.getpid())"  # a different number in every run of the cell
+    _tiny_book(root, timeout=30, cell=cell)
+    _tiny_chinese_edition(root, cell)
+    built = _run(root)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    assert "Chinese edition: 1 notebooks' outputs from the English build's cache, 0 executed" in built.stdout
+    pid = re.compile(r"pid \d+")
+    english = pid.findall((root / "_build" / "html" / "slow.html").read_text(encoding="utf-8"))
+    chinese = pid.findall((root / "_build" / "html" / "zh" / "slow.html").read_text(encoding="utf-8"))
+    assert english and chinese == english  # the same run's output, not a second run
+
+    _tiny_chinese_edition(root, cell + "\nprint('only in Chinese')")
+    failed = _run(root)
+    assert failed.returncode != 0
+    assert "the Chinese edition executed 1 notebook(s)" in failed.stderr, failed.stderr[-2000:]
+    assert not (root / "_build" / build.STAMP_NAME).exists()
 
 
 # -- what the Makefile, _config.yml and the README say ------------------------------------------
@@ -320,11 +351,13 @@ def test_make_book_goes_through_the_build_tool():
     assert _recipe("book-fresh") == ["$(PY) tools/build_book.py --fresh"]
 
 
-def test_config_executes_every_notebook_that_sphinx_reads():
-    # An incremental build is exact only if every page Sphinx re-reads is executed again ("force");
-    # "cache" or "auto" could reuse outputs computed with older code.
+def test_config_reuses_outputs_only_of_the_same_code():
+    # "cache" reuses a notebook's outputs only for the same code cells; outputs computed with an
+    # older package cannot be reused, because a changed package makes the build fresh, and a fresh
+    # build empties the cache (test_clear_build_removes_what_a_fresh_build_must_not_reuse).
     config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
-    assert config["execute"]["execute_notebooks"] == "force"
+    assert config["execute"]["execute_notebooks"] == "cache"
+    assert config["execute"].get("cache") in (None, "", "_build/" + build.CACHE_NAME)
     assert config["execute"]["raise_on_error"] is True
 
 

@@ -81,6 +81,20 @@ def test_a_changed_code_cell_is_reported_and_copied_across(tmp_path):
     assert zh_sync.problems(edited, chinese) == []
 
 
+def test_changed_cell_metadata_or_kernel_is_reported_and_copied_across():
+    # the book build reuses the English outputs only when code, cell metadata and kernel all match
+    chinese = _translated(_english())
+    edited = _english()
+    edited.cells[1].metadata["tags"] = ["hide-input"]
+    edited.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    assert zh_sync.problems(edited, chinese) == [
+        "kernelspec differs from the English notebook's (run --copy-code)",
+        "cell 1: code cell metadata differs from the English cell's (run --copy-code)"]
+    assert zh_sync.copy_code(edited, chinese) == 2
+    assert chinese.cells[1].metadata == {"tags": ["hide-input"]} and chinese.metadata["kernelspec"]["name"] == "python3"
+    assert zh_sync.problems(edited, chinese) == []
+
+
 def test_a_different_structure_is_reported_once_and_blocks_copying():
     chinese = _translated(_english())
     longer = _english()

@@ -16,6 +16,12 @@ What this adds to ``jupyter-book build . --warningiserror --keep-going``:
   (unless the variable is already set): idle OpenMP threads sleep instead of spinning, which
   keeps a build on a busy machine from slowing down several-fold (see
   ``benchmarks/loaded_machine.py``).
+- **Both editions.** When the English book is built, the Chinese edition (``zh/``, its own
+  ``_config.yml`` and ``_toc.yml``) is built whole after it and copied to ``_build/html/zh``. Its
+  code cells are the English ones, byte for byte, so each of its notebooks takes its outputs from
+  the jupyter-cache that the English build has just filled: the notebooks run once per build. A
+  Chinese notebook that would have to run (its code differs) fails the build, with the advice to
+  run ``tools/zh_sync.py``.
 - **The cause first.** The build's output is shown as it comes and saved, without colour codes,
   to ``_build/book.log``. When the build fails, a short summary naming the failing notebook, its
   cell and the exception (a cell that timed out, a cell that raised, Sphinx warnings) is printed
@@ -53,6 +59,13 @@ SKIPPED_PARTS = ("__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".hypothe
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 STAMP_NAME = ".book-fingerprint.json"
 LOG_NAME = "book.log"
+# The Chinese edition: its source folder, where jupyter-book builds it (under _build/), its log, and
+# where its pages go in the English site.
+ZH_SOURCE = "zh"
+ZH_BUILD = "zh"
+ZH_LOG_NAME = "book-zh.log"
+ZH_SITE = "zh"
+CACHE_NAME = ".jupyter_cache"
 # Given to the kernels (and to jupyter-book itself) unless already set.
 # TQDM_DISABLE: a progress bar in a built page is a frozen widget with the build's timings, so the
 # pages leave them out (readers running a notebook still see theirs).
@@ -165,8 +178,9 @@ def plan_build(build_dir: Path, state: dict[str, object], fresh: bool = False) -
 
 
 def clear_build(build_dir: Path) -> None:
-    """Remove what a fresh build must not reuse: the pages, Sphinx's saved state, the executed notebooks."""
-    for name in ("html", ".doctrees", "jupyter_execute", STAMP_NAME):
+    """Remove what a fresh build must not reuse: the pages, Sphinx's saved state, the executed notebooks
+    and their cache, and the Chinese edition's build."""
+    for name in ("html", ".doctrees", "jupyter_execute", CACHE_NAME, ZH_BUILD, STAMP_NAME):
         path = build_dir / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -318,9 +332,16 @@ def jupyter_book_command() -> str:
     return found
 
 
-def run_build(root: Path, fresh: bool, log_path: Path) -> int:
-    """Run jupyter-book, echoing and saving its output; return its exit status."""
-    command = [jupyter_book_command(), "build", str(root), "--warningiserror", "--keep-going"]
+def run_build(root: Path, fresh: bool, log_path: Path, source: Path | None = None,
+              output: Path | None = None) -> int:
+    """Run jupyter-book on ``source`` (default ``root``), echoing and saving its output; return its exit status.
+
+    ``output`` is jupyter-book's ``--path-output`` (default: the source's own ``_build``). The
+    build runs in ``root``, so relative paths in a configuration are read from there.
+    """
+    command = [jupyter_book_command(), "build", str(source or root), "--warningiserror", "--keep-going"]
+    if output is not None:
+        command += ["--path-output", str(output)]
     if fresh:
         command.append("--all")
     env = kernel_environment(os.environ)
@@ -336,6 +357,35 @@ def run_build(root: Path, fresh: bool, log_path: Path) -> int:
             sys.stdout.flush()
             log.write(ANSI.sub("", line))
         return process.wait()
+
+
+def cache_use(log: str) -> tuple[int, int]:
+    """(notebooks whose outputs came from the jupyter-cache, notebooks executed), read from a build's log."""
+    text = ANSI.sub("", log)
+    return len(re.findall(r"Using cached notebook: ID=", text)), len(re.findall(r"Executing notebook using", text))
+
+
+def build_chinese(root: Path, build_dir: Path) -> tuple[int, str]:
+    """Build the Chinese edition whole from the English build's cache and copy it to ``html/zh``.
+
+    Returns:
+        (exit status, a line saying what happened). A Chinese notebook that was executed instead of
+        read from the cache makes the status 1.
+    """
+    log_path = build_dir / ZH_LOG_NAME
+    status = run_build(root, True, log_path, source=root / ZH_SOURCE, output=build_dir / ZH_BUILD)
+    if status != 0:
+        return status, "the Chinese edition failed to build"
+    cached, executed = cache_use(log_path.read_text(encoding="utf-8"))
+    if executed:
+        return 1, (f"the Chinese edition executed {executed} notebook(s) instead of reading the English "
+                   "build's outputs: their code differs from the English (run python tools/zh_sync.py), "
+                   "or the cache is incomplete (run make book-fresh)")
+    site = build_dir / "html" / ZH_SITE
+    if site.exists():
+        shutil.rmtree(site)
+    shutil.copytree(build_dir / ZH_BUILD / "_build" / "html", site)
+    return 0, f"Chinese edition: {cached} notebooks' outputs from the English build's cache, 0 executed; {site}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,15 +409,27 @@ def main(argv: list[str] | None = None) -> int:
         (build_dir / STAMP_NAME).unlink(missing_ok=True)  # a build that fails leaves no record
     start = time.perf_counter()
     status = run_build(root, fresh, log_path)
+    english = time.perf_counter() - start
+    chinese_line = ""
+    if status == 0 and (root / ZH_SOURCE / "_config.yml").is_file():
+        print("Building the Chinese edition from the English build's outputs.", flush=True)
+        status, chinese_line = build_chinese(root, build_dir)
+        log_path = build_dir / ZH_LOG_NAME
+        print(chinese_line, flush=True)
     minutes, seconds = divmod(time.perf_counter() - start, 60)
     took = f"{int(minutes)} min {seconds:.0f} s"
+    if chinese_line:
+        took += f"; English {english:.0f} s, Chinese {time.perf_counter() - start - english:.0f} s"
     if status == 0:
         record = {"fingerprint": fingerprint_of(state), "fresh": fresh,
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "state": state}
         (build_dir / STAMP_NAME).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         print(f"Book built in {took} ({'fresh' if fresh else 'incremental'}): {build_dir / 'html' / 'index.html'}")
         return 0
-    report = failure_report(summarize_failure(log_path.read_text(encoding="utf-8"), root), log_path)
+    failures = summarize_failure(log_path.read_text(encoding="utf-8"), root)
+    if chinese_line and not failures:
+        failures = [Failure("exception", exception=chinese_line)]
+    report = failure_report(failures, log_path)
     log_path.write_text(report + "\n\n" + log_path.read_text(encoding="utf-8"), encoding="utf-8")
     print(f"\n{report}\n(after {took})", file=sys.stderr)
     return status

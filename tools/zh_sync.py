@@ -92,7 +92,9 @@ def problems(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode) -> 
     """What keeps ``chinese`` from being an up-to-date translation of ``english``; empty when none.
 
     A different number of cells, or cells of different types, is reported once (cell by cell
-    comparisons would then mislead); otherwise every code cell that differs, every markdown cell
+    comparisons would then mislead); otherwise a different kernelspec, every code cell whose source
+    or metadata differs (the book build reuses the English outputs only for identical code cells
+    and kernel), every markdown cell
     whose recorded hash is missing or no longer that of its English cell, and every markdown cell
     whose glued numbers or citations differ from its English cell's.
     """
@@ -101,9 +103,14 @@ def problems(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode) -> 
     if kinds_en != kinds_zh:
         return [f"structure: English has {len(kinds_en)} cells {kinds_en}, Chinese has {len(kinds_zh)} {kinds_zh}"]
     found = []
+    if english.metadata.get("kernelspec") != chinese.metadata.get("kernelspec"):
+        found.append("kernelspec differs from the English notebook's (run --copy-code)")
     for index, (en, zh) in enumerate(zip(english.cells, chinese.cells)):
         if en.cell_type == "code" and en.source != zh.source:
             found.append(f"cell {index}: code differs from the English cell (run --copy-code)")
+        elif en.cell_type == "code" and en.metadata != zh.metadata:
+            # the execution cache keys a notebook on its code cells with their metadata
+            found.append(f"cell {index}: code cell metadata differs from the English cell's (run --copy-code)")
         elif en.cell_type == "markdown":
             recorded = recorded_hash(zh)
             if recorded is None:
@@ -147,12 +154,19 @@ def _require_same_structure(english: nbformat.NotebookNode, chinese: nbformat.No
 
 
 def copy_code(english: nbformat.NotebookNode, chinese: nbformat.NotebookNode) -> int:
-    """Copy every English code cell over its Chinese twin (same structure required); the number changed."""
+    """Copy every English code cell (source and metadata) and the kernelspec over the Chinese ones.
+
+    The structures must be the same. Returns the number of cells (and kernelspec) changed.
+    """
     _require_same_structure(english, chinese)
     changed = 0
+    if english.metadata.get("kernelspec") != chinese.metadata.get("kernelspec"):
+        chinese.metadata["kernelspec"] = copy.deepcopy(english.metadata.get("kernelspec"))
+        changed += 1
     for en, zh in zip(english.cells, chinese.cells):
-        if en.cell_type == "code" and en.source != zh.source:
+        if en.cell_type == "code" and (en.source != zh.source or en.metadata != zh.metadata):
             zh.source = en.source
+            zh.metadata = copy.deepcopy(en.metadata)
             changed += 1
     return changed
 
