@@ -232,3 +232,20 @@ def test_chinese_notebooks_store_no_outputs(path):
     dirty = [i for i, cell in enumerate(nbformat.read(path, as_version=4).cells)
              if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
     assert not dirty, f"cells {dirty} have stored outputs: the book takes them from the English build"
+
+
+def test_the_chinese_search_index_is_the_same_with_a_set_of_latin_terms():
+    """_ext/book_html.py swaps the Chinese indexer's list of Latin words for a set (a quadratic lookup
+    cost minutes): the words and stems it indexes must not change."""
+    from sphinx.search.zh import SearchChinese
+
+    book_html = _load("book_html")
+    text = (ZH / "chapters" / "ch2" / "03_contrastive_maths.ipynb").read_text(encoding="utf-8")[:20000]
+    fixed, plain = SearchChinese({}), SearchChinese({})
+    plain.latin_terms = []  # its own list, not the class's shared one
+    book_html.fast_latin_terms(fixed)
+    assert isinstance(fixed.latin_terms, set)
+    words = fixed.split(text)
+    assert words == plain.split(text) and len(words) > 1000
+    assert [fixed.stem(w) for w in words] == [plain.stem(w) for w in words]
+    assert any(_has_chinese(w) for w in words), "no Chinese words were split out: is jieba installed?"
