@@ -61,7 +61,8 @@ def _fast_search_index(app: Any, doctree: Any, docname: str) -> None:
 
 
 def _add_static(app: Any) -> None:
-    app.config.html_static_path.append(str(_STATIC))
+    if str(_STATIC) not in app.config.html_static_path:
+        app.config.html_static_path.append(str(_STATIC))
 
 
 def setup(app: Any) -> dict[str, Any]:

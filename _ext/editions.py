@@ -10,7 +10,7 @@ Each edition's ``_config.yml`` says where the other one lives, relative to its o
     the link's text and the other edition's language tag (``"中文"``/``"zh-CN"``, ``"English"``/``"en"``).
 
 Every page of the table of contents, and the search, index and module-index pages, gets a button
-in the bar above the article (``templates/edition-switch.html``) and a
+in the bar above the article (``templates/edition-switch.html``, placed by ``static/editions.css``) and a
 ``<link rel="alternate" hreflang=...>`` in its head. The browser check follows every button.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 _TEMPLATES = Path(__file__).parent / "templates"
+_STATIC = Path(__file__).parent / "static"
 # Pages that Sphinx writes in both editions without a source file.
 GENERATED_PAGES = frozenset({"search", "genindex", "py-modindex"})
 TEMPLATE = "edition-switch.html"
@@ -56,6 +57,8 @@ def _page_context(app: Any, pagename: str, templatename: str, context: dict[str,
 
 def _add_button(app: Any, config: Any) -> None:
     config.templates_path.append(str(_TEMPLATES))
+    if str(_STATIC) not in config.html_static_path:
+        config.html_static_path.append(str(_STATIC))
     options = config.html_theme_options
     end = options.get("article_header_end", ["article-header-buttons.html"])
     if isinstance(end, str):
@@ -70,5 +73,6 @@ def setup(app: Any) -> dict[str, Any]:
     app.add_config_value("edition_other_label", "", "html")
     app.add_config_value("edition_other_lang", "", "html")
     app.connect("config-inited", _add_button)
+    app.add_css_file("editions.css")
     app.connect("html-page-context", _page_context)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -5,8 +5,13 @@ The tests of this package (``make book-check``) use this module to serve ``_buil
 ``/usr/bin/chromium``, driven by Playwright), and collect what a reader would see: console
 errors, images that do not load, cell outputs that show a traceback or noise, maths that
 MathJax did not typeset, widgets without their saved state, broken links, launch buttons that
-point elsewhere, and Chinese characters drawn as empty boxes. Each page is also saved as a
-screenshot.
+point elsewhere, Chinese characters drawn as empty boxes, and language switches that do not lead
+to the same page in the other edition. Each page is also saved as a screenshot.
+
+The book has two editions (``EDITIONS``): the English one at the root of ``_build/html`` and the
+Chinese one, a second Sphinx project built from ``zh/``, in ``_build/html/zh``. A page is named by
+its document name in the served folder: ``chapters/ch1/02_why_clip`` is the English page and
+``zh/chapters/ch1/02_why_clip`` the same page in Chinese (``edition_of`` splits the two apart).
 
 The pages load MathJax and the Jupyter widget manager from public CDNs. The check runs with no
 network, so it answers those requests with local copies of the same npm packages (the
@@ -35,7 +40,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import yaml
 
@@ -48,6 +53,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 VIEWPORT = {"width": 1280, "height": 900}
 # A page is never screenshot taller than this (the API reference is several metres long).
 SCREENSHOT_MAX_HEIGHT = 30_000
+# The glyph check draws each distinct CJK character once per font it is shown in. Past this many
+# (font, character) pairs on a page it samples, evenly through the page, but never fewer than
+# GLYPHS_PER_FONT characters of any font (or all of them).
+MAX_GLYPHS = 3000
+GLYPHS_PER_FONT = 200
 
 # Console messages that come from the theme itself, not from the book, and that the book cannot
 # change. pydata-sphinx-theme logs this once, on a reader's very first visit (empty localStorage),
@@ -175,8 +185,68 @@ def toc_pages(root: Path = ROOT) -> list[str]:
     return list(dict.fromkeys(pages))
 
 
-def source_of(docname: str, root: Path = ROOT) -> Path:
-    """The source file of a page (a notebook or a Markdown file)."""
+@dataclasses.dataclass(frozen=True)
+class Edition:
+    """One edition of the book: a Sphinx project of its own, served in a folder of the built book."""
+
+    name: str    # "en", "zh"
+    source: Path  # its folder, with its _config.yml, _toc.yml and pages
+    prefix: str  # its pages' folder in the served book: "" or "zh/"
+    lang: str    # the language its pages declare, <html lang="...">
+
+    def pages(self) -> list[str]:
+        """Every page of its table of contents, as document names in the served book."""
+        return [self.prefix + page for page in toc_pages(self.source)]
+
+    def config(self) -> dict[str, Any]:
+        """Its ``_config.yml``."""
+        return load_config(self.source)
+
+    def site_pages(self) -> list[str]:
+        """Its pages and those Sphinx adds around them (search, index, module index)."""
+        return self.pages() + [self.prefix + page for page in GENERATED_PAGES]
+
+    def exists(self) -> bool:
+        """Whether its sources are in the checkout (then the built book must hold its pages)."""
+        return (self.source / "_config.yml").is_file() and (self.source / "_toc.yml").is_file()
+
+
+# The English edition lies at the root of the built book and the Chinese one in its zh/ folder
+# (tools/build_book.py); each page's language switch leads to the same page in the other one.
+EDITIONS = (Edition("en", ROOT, "", "en"), Edition("zh", ROOT / "zh", "zh/", "zh-CN"))
+# Pages Sphinx writes in every edition around the table of contents, with no source file.
+GENERATED_PAGES = ("search", "genindex", "py-modindex")
+
+
+def editions() -> list[Edition]:
+    """The editions whose sources are in the checkout."""
+    return [e for e in EDITIONS if e.exists()]
+
+
+def edition_of(docname: str) -> tuple[Edition, str]:
+    """The edition a served page belongs to, and the page's document name in that edition."""
+    for edition in sorted(EDITIONS, key=lambda e: -len(e.prefix)):  # "zh/" before "", which matches all
+        if docname.startswith(edition.prefix):
+            return edition, docname[len(edition.prefix):]
+    raise ValueError(f"{docname}: in no edition")  # unreachable while one prefix is ""
+
+
+def other_edition(edition: Edition) -> Edition:
+    """The edition a page's language switch leads to (the book has two)."""
+    others = [e for e in EDITIONS if e != edition]
+    assert len(others) == 1, "the language switch check assumes two editions"
+    return others[0]
+
+
+def source_of(docname: str, root: Path | None = None) -> Path:
+    """The source file of a page (a notebook or a Markdown file).
+
+    With ``root``, ``docname`` is a page of the book whose sources are in ``root``; without it,
+    a page of the served book (``zh/chapters/...`` is ``zh/chapters/...`` of the Chinese edition).
+    """
+    if root is None:
+        edition, docname = edition_of(docname)
+        root = edition.source
     for suffix in (".ipynb", ".md"):
         path = root / f"{docname}{suffix}"
         if path.is_file():
@@ -184,7 +254,7 @@ def source_of(docname: str, root: Path = ROOT) -> Path:
     raise FileNotFoundError(f"{docname}: no {docname}.ipynb or {docname}.md in {root}")
 
 
-def widget_calls(docname: str, root: Path = ROOT) -> set[str]:
+def widget_calls(docname: str, root: Path | None = None) -> set[str]:
     """The package's interactive widgets (keys of WIDGET_FALLBACKS) that a notebook calls."""
     source = source_of(docname, root)
     if source.suffix != ".ipynb":
@@ -194,21 +264,28 @@ def widget_calls(docname: str, root: Path = ROOT) -> set[str]:
     return {name for name in WIDGET_FALLBACKS if re.search(rf"\b{name}\(", code)}
 
 
-def uses_ipywidgets(docname: str, root: Path = ROOT) -> bool:
+def uses_ipywidgets(docname: str, root: Path | None = None) -> bool:
     """Whether a page's notebook calls one of the widgets or imports ipywidgets itself."""
     source = source_of(docname, root)
     text = source.read_text(encoding="utf-8")
     return bool(widget_calls(docname, root)) or (source.suffix == ".ipynb" and "ipywidgets" in text)
 
 
+def repository_path(docname: str) -> str:
+    """A served page's source file, as a path in the repository (``zh/chapters/ch1/02_why_clip.ipynb``).
+
+    Read from the checkout, not from ``repository.path_to_book``: the buttons built from that
+    setting must lead to the file that is really there.
+    """
+    return source_of(docname).relative_to(ROOT).as_posix()
+
+
 def launch_url(docname: str, config: dict[str, Any]) -> str:
-    """Where the page's Colab button must lead: the notebook at its path on the configured branch."""
+    """Where a served notebook page's Colab button must lead: its notebook in the repository, on the branch."""
     repo = config["repository"]
     owner_name = urlsplit(repo["url"]).path.strip("/")
-    prefix = (repo.get("path_to_book") or "").strip("/")
-    path = f"{prefix}/{docname}.ipynb" if prefix else f"{docname}.ipynb"
     colab = config["launch_buttons"]["colab_url"].rstrip("/")
-    return f"{colab}/github/{owner_name}/blob/{repo.get('branch', 'main')}/{path}"
+    return f"{colab}/github/{owner_name}/blob/{repo.get('branch', 'main')}/{repository_path(docname)}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +352,7 @@ def resolve_link(folder: Path, base_url: str, href: str) -> str | None:
 # Runs in the page once it has loaded: waits for images, MathJax and the widgets, then describes
 # everything the checks look at. `where` names the section a thing is in, as a reader would.
 PROBE_JS = r"""
-async ({widgetWaitMs}) => {
+async ({widgetWaitMs, maxGlyphs, minGlyphsPerFont}) => {
   const where = (el) => {
     const section = el.closest('section');
     if (!section) return el.closest('nav, header, footer, aside') ? 'page frame' : 'page';
@@ -360,32 +437,81 @@ async ({widgetWaitMs}) => {
     // Bootstrap moves a button's title into data-bs-original-title when it sets up the tooltip.
     href: a.href, raw: a.getAttribute('href'),
     title: a.getAttribute('title') || a.getAttribute('data-bs-original-title') || a.getAttribute('aria-label') || '',
+    // The theme names its buttons by class (btn-source-edit-button), and its menus too
+    // (dropdown-launch-buttons): unlike the titles, the classes are the same in every language.
+    classes: a.getAttribute('class') || '', menu: a.closest('.dropdown') ? a.closest('.dropdown').className : '',
     text: a.textContent.trim().slice(0, 60), where: where(a)}));
+
+  // The edition: the page's language, its links to the other edition (_ext/editions.py). What a
+  // reader sees of a switch, at the top of the page: whatever lies over its middle and corners.
+  const coveredBy = (a) => {
+    const r = a.getBoundingClientRect();
+    if (!r.width || !r.height) return [];
+    const over = new Set();
+    for (const [fx, fy] of [[0.5, 0.5], [0.15, 0.2], [0.85, 0.2], [0.15, 0.8], [0.85, 0.8]]) {
+      const e = document.elementFromPoint(r.x + r.width * fx, r.y + r.height * fy);
+      if (!e) over.add('(outside the window)');
+      else if (!a.contains(e)) over.add(e.tagName.toLowerCase() + [...e.classList].map(c => '.' + c).join(''));
+    }
+    return [...over];
+  };
+  const edition = {
+    lang: document.documentElement.getAttribute('lang') || '',
+    switches: [...document.querySelectorAll('a.edition-switch')].map(a => ({
+      href: a.href, raw: a.getAttribute('href'), hreflang: a.getAttribute('hreflang') || '',
+      text: a.textContent.trim(), visible: a.getClientRects().length > 0, coveredBy: coveredBy(a), where: where(a)})),
+    alternates: [...document.querySelectorAll('link[rel~="alternate"][hreflang]')].map(l => ({
+      href: l.href, hreflang: l.getAttribute('hreflang')})),
+  };
 
   // Chinese, Japanese and Korean text: draw each character in the element's own font on a canvas
   // and compare it with what the same font draws for characters no font has (the "tofu" box).
-  const cjk = /[\u2E80-\u9FFF\uAC00-\uD7AF\uF900-\uFAFF\uFF00-\uFFEF]/u;
+  // Each distinct character is drawn once per font it is shown in, and drawings are compared by a
+  // hash of their pixels. A Chinese page shows some hundreds of distinct characters in a handful
+  // of fonts; past maxGlyphs (font, character) pairs, every font is still checked, on characters
+  // taken evenly through the page (at least minGlyphsPerFont of each font's).
+  const cjk = /[\u2E80-\u9FFF\uAC00-\uD7AF\uF900-\uFAFF\uFF00-\uFFEF]/gu;
   const canvas = document.createElement('canvas'); canvas.width = 64; canvas.height = 64;
   const ctx = canvas.getContext('2d', {willReadFrequently: true});
-  const draw = (ch, font) => { ctx.clearRect(0, 0, 64, 64); ctx.font = font; ctx.fillStyle = '#000';
-    ctx.textBaseline = 'top'; ctx.fillText(ch, 4, 4); return ctx.getImageData(0, 0, 64, 64).data.join(','); };
-  const glyphs = {checked: 0, tofu: []};
-  const seen = new Set();
+  const drawn = (ch) => {
+    ctx.clearRect(0, 0, 64, 64); ctx.fillText(ch, 4, 4);
+    const px = ctx.getImageData(0, 0, 64, 64).data;
+    let hash = 2166136261;  // FNV-1a, byte by byte
+    for (let i = 0; i < px.length; i++) hash = Math.imul(hash ^ px[i], 16777619);
+    return {hash, px};
+  };
+  // a drawing that hashes like a box is compared pixel by pixel: no false alarm from a collision
+  const isTofu = (d, boxes) => boxes.some(b => b.hash === d.hash && b.px.every((v, i) => v === d.px[i]));
+  const fonts = new Map();  // CSS font -> {family, chars: Map(character -> first element showing it)}
+  const article = document.querySelector('article') || main;
+  let inArticle = 0;
   const textWalker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
   for (let n; (n = textWalker.nextNode());) {
-    if (!cjk.test(n.data) || n.parentElement.closest('script, style')) continue;
+    const chars = n.data.match(cjk);
+    if (!chars || n.parentElement.closest('script, style')) continue;
+    if (article.contains(n)) inArticle += chars.length;
     const cs = getComputedStyle(n.parentElement);
     const font = `${cs.fontStyle} ${cs.fontWeight} 32px ${cs.fontFamily}`;
-    const tofu = new Set(['\u0378', '\uFFFF', '\u{10FFFD}'].map(c => draw(c, font)));
-    for (const ch of new Set([...n.data].filter(c => cjk.test(c)))) {
-      if (seen.has(font + ch)) continue;
-      seen.add(font + ch);
+    if (!fonts.has(font)) fonts.set(font, {family: cs.fontFamily, chars: new Map()});
+    const seen = fonts.get(font).chars;
+    for (const ch of chars) if (!seen.has(ch)) seen.set(ch, n.parentElement);
+  }
+  const found = [...fonts.values()].reduce((sum, f) => sum + f.chars.size, 0);
+  const share = found > maxGlyphs ? maxGlyphs / found : 1;
+  const glyphs = {found, checked: 0, fonts: fonts.size, inArticle, tofu: []};
+  for (const [font, {family, chars}] of fonts) {
+    ctx.font = font; ctx.fillStyle = '#000'; ctx.textBaseline = 'top';
+    const boxes = ['\u0378', '\uFFFF', '\u{10FFFD}'].map(drawn);
+    const all = [...chars];
+    const count = Math.min(all.length, Math.max(minGlyphsPerFont, Math.ceil(all.length * share)));
+    for (let i = 0; i < count; i++) {
+      const [ch, el] = all[Math.floor(i * all.length / count)];
       glyphs.checked += 1;
-      if (tofu.has(draw(ch, font))) glyphs.tofu.push({ch, where: where(n.parentElement), font: cs.fontFamily});
+      if (isTofu(drawn(ch), boxes)) glyphs.tofu.push({ch, where: where(el), font: family, css: font});
     }
   }
   return {title: document.title, images, outputs, widgets, widgetState: state !== null, math, raw, links, glyphs,
-          height: document.documentElement.scrollHeight};
+          edition, height: document.documentElement.scrollHeight};
 }
 """
 
@@ -409,12 +535,13 @@ class Reader:
     """Opens pages of a served book in a browser, answering CDN requests with the local stand-ins."""
 
     def __init__(self, browser: Any, base_url: str, assets: Path, screenshots: Path | None,
-                 widget_wait_ms: int = 8000) -> None:
+                 widget_wait_ms: int = 8000, max_glyphs: int = MAX_GLYPHS) -> None:
         self.browser = browser
         self.base_url = base_url
         self.assets = assets
         self.screenshots = screenshots
         self.widget_wait_ms = widget_wait_ms
+        self.max_glyphs = max_glyphs
         self._hashes: dict[Path, str] = {}
 
     def _sri(self, path: Path) -> str:
@@ -508,7 +635,8 @@ class Reader:
         url = urljoin(self.base_url, path or f"{docname}.html")
         shot = None
         with self._open(url) as (page, log):
-            probe = page.evaluate(PROBE_JS, {"widgetWaitMs": self.widget_wait_ms})
+            probe = page.evaluate(PROBE_JS, {"widgetWaitMs": self.widget_wait_ms, "maxGlyphs": self.max_glyphs,
+                                             "minGlyphsPerFont": GLYPHS_PER_FONT})
             if self.screenshots is not None:
                 shot = self.screenshots / f"{docname.replace('/', '__')}.png"
                 shot.parent.mkdir(parents=True, exist_ok=True)
@@ -521,15 +649,39 @@ class Reader:
         return PageReport(docname, url, console, log["failed"], log["refused"], log["unchecked"], probe, shot,
                           time.perf_counter() - start)
 
-    def search(self, term: str, timeout_ms: int = 20_000) -> list[str]:
-        """The titles the book's search page lists for ``term`` (Sphinx's own search, in the browser)."""
-        with self._open(urljoin(self.base_url, f"search.html?q={term}")) as (page, log):
-            # Sphinx fills #search-results and then writes a summary ("Search finished, found ...").
+    def search(self, term: str, timeout_ms: int = 20_000, edition: Edition = EDITIONS[0]) -> list[str]:
+        """The titles an edition's search page lists for ``term`` (Sphinx's own search, in the browser)."""
+        with self._open(urljoin(self.base_url, f"{edition.prefix}search.html?q={quote(term)}")) as (page, log):
+            # Sphinx fills #search-results and then writes a summary ("Search finished, found ...",
+            # in the page's language), whatever it found.
             page.wait_for_function("() => { const p = document.querySelector('#search-results p.search-summary');"
                                    " return p && p.textContent.trim().length > 0; }", timeout=timeout_ms)
             titles = page.eval_on_selector_all("#search-results ul.search li > a",
                                                "links => links.map(a => a.textContent.trim())")
         return titles
+
+    def follow_switch(self, docname: str, times: int = 2, timeout_ms: int = 10_000) -> list[tuple[str, str]]:
+        """Open a page and click its language switch ``times`` times, as a reader would.
+
+        Playwright clicks only what a reader can: a switch that is hidden, or under another element,
+        fails with a timeout (after ``timeout_ms``).
+
+        Returns:
+            The address (relative to the book) and the ``<html lang>`` of the page opened and of
+            every page each click led to.
+        """
+        def here(page: Any) -> tuple[str, str]:
+            url = page.url
+            return (url[len(self.base_url):] if url.startswith(self.base_url) else url,
+                    page.evaluate("document.documentElement.getAttribute('lang') || ''"))
+
+        with self._open(urljoin(self.base_url, f"{docname}.html")) as (page, log):
+            reached = [here(page)]
+            for _ in range(times):
+                with page.expect_navigation(wait_until="domcontentloaded", timeout=30_000):
+                    page.click("a.edition-switch", timeout=timeout_ms)
+                reached.append(here(page))
+        return reached
 
 
 def launch_browser(playwright: Any, env: dict[str, str] | None = None) -> Any:
@@ -614,30 +766,41 @@ def link_defects(report: PageReport, folder: Path, base_url: str) -> list[str]:
     return sorted(set(defects))
 
 
-def launch_defects(report: PageReport, config: dict[str, Any], root: Path = ROOT) -> list[str]:
-    """Launch, repository and edit buttons that do not lead to this page's source in the repository."""
+def launch_defects(report: PageReport, config: dict[str, Any] | None = None) -> list[str]:
+    """Launch, repository and edit buttons that do not lead to this page's source in the repository.
+
+    ``config`` is the ``_config.yml`` of the page's edition (read when not given). The buttons are
+    found by the classes the theme gives them, which are the same in every language, and must lead
+    to the file in the checkout (``zh/chapters/...`` for the Chinese edition).
+    """
+    edition, _ = edition_of(report.docname)
+    config = edition.config() if config is None else config
     repo_url = config["repository"]["url"].rstrip("/")
     branch = config["repository"].get("branch", "main")
-    source = source_of(report.docname, root)
-    rel = source.relative_to(root).as_posix()
+    rel = repository_path(report.docname)
+    notebook = rel.rsplit(".", 1)[0] + ".ipynb"
+    links = report.probe["links"]
     defects = []
-    launches = [link for link in report.probe["links"] if link["title"].startswith("Launch on")]
-    colab = [link for link in launches if "colab" in link["title"].lower()]
-    if source.suffix == ".ipynb":
+    launches = [link for link in links if "dropdown-launch-buttons" in link["menu"].split()]
+    colab_url = config["launch_buttons"]["colab_url"].rstrip("/") + "/"
+    colab = [link for link in launches if link["href"].startswith(colab_url)]
+    if rel.endswith(".ipynb"):
         expected = launch_url(report.docname, config)
         if not colab:
-            defects.append("no Colab launch button on a notebook page")
+            defects.append(f"no Colab launch button on a notebook page (launch menu: {[l['href'] for l in launches]})")
         defects += [f"Colab button leads to {link['href']}, expected {expected}"
                     for link in colab if link["href"] != expected]
     for link in launches:
-        if f"{report.docname}.ipynb" not in link["href"]:
-            defects.append(f"{link['title']} button leads to {link['href']}, not to {report.docname}.ipynb")
-    for link in report.probe["links"]:
-        href, title = link["href"], link["title"]
-        if title == "Source repository" and href.rstrip("/") != repo_url:
-            defects.append(f"repository button leads to {href}, expected {repo_url}")
-        if title == "Suggest edit" and href != f"{repo_url}/edit/{branch}/{rel}":
-            defects.append(f"edit button leads to {href}, expected {repo_url}/edit/{branch}/{rel}")
+        if not urlsplit(link["href"]).path.endswith(f"/{notebook}"):
+            defects.append(f"{link['title']} button leads to {link['href']}, not to {notebook}")
+    buttons = {"btn-source-repository-button": ("repository", repo_url),
+               "btn-source-edit-button": ("edit", f"{repo_url}/edit/{branch}/{rel}")}
+    for cls, (what, expected) in buttons.items():
+        found = [link for link in links if cls in link["classes"].split()]
+        if not found:
+            defects.append(f"no {what} button (a.{cls})")
+        defects += [f"{what} button leads to {link['href']}, expected {expected}"
+                    for link in found if link["href"].rstrip("/") != expected]
     return defects
 
 
@@ -652,7 +815,53 @@ def glyph_defects(report: PageReport) -> list[str]:
             f"font: {tofu[0]['font']}"]
 
 
-def widget_fallback_defects(report: PageReport, root: Path = ROOT) -> list[str]:
+def untranslated_defects(report: PageReport) -> list[str]:
+    """A page of the Chinese edition whose article holds no Chinese character (left in English)."""
+    edition, _ = edition_of(report.docname)
+    if edition.lang.split("-")[0] == "zh" and not report.probe["glyphs"]["inArticle"]:
+        return ["no Chinese character in the article of a page of the Chinese edition"]
+    return []
+
+
+def edition_switch_defects(report: PageReport, folder: Path, base_url: str) -> list[str]:
+    """The page's language, and its switch to the other edition: exactly one, to the same page there."""
+    edition, page = edition_of(report.docname)
+    other = other_edition(edition)
+    expected = urljoin(base_url, f"{other.prefix}{page}.html")
+    probe = report.probe["edition"]
+    defects = []
+    if probe["lang"] != edition.lang:
+        defects.append(f'<html lang="{probe["lang"]}">, expected "{edition.lang}" on a page of the {edition.name} '
+                       "edition")
+    switches = probe["switches"]
+    if len(switches) != 1:
+        defects.append(f"{len(switches)} language switches (a.edition-switch), expected exactly one")
+    for switch in switches:
+        href = switch["href"]
+        label = f"language switch {switch['raw']!r} ({switch['text']!r}, {switch['where']})"
+        problem = resolve_link(folder, base_url, href) if href.startswith(base_url) else "not in the book"
+        if problem:
+            defects.append(f"{label} leads nowhere: {problem}")
+        if href != expected:
+            defects.append(f"{label} leads to {href.removeprefix(base_url)}, not to the same page in the "
+                           f"{other.name} edition, {expected.removeprefix(base_url)}")
+        if switch["hreflang"] != other.lang:
+            defects.append(f"{label} has hreflang={switch['hreflang']!r}, expected {other.lang!r}")
+        if not switch["text"]:
+            defects.append(f"{label} has no text")
+        if not switch["visible"]:
+            defects.append(f"{label} is not shown")
+        elif switch["coveredBy"]:
+            defects.append(f"{label} is partly hidden: {', '.join(switch['coveredBy'])} lies over it")
+    alternates = [a["href"] for a in probe["alternates"] if a["hreflang"] == other.lang]
+    if alternates != [expected]:
+        defects.append(f'<link rel="alternate" hreflang="{other.lang}"> in the head: '
+                       f"{[a.removeprefix(base_url) for a in alternates]}, expected one, to "
+                       f"{expected.removeprefix(base_url)}")
+    return defects
+
+
+def widget_fallback_defects(report: PageReport, root: Path | None = None) -> list[str]:
     """A page whose notebook calls an interactive widget must show the widget's static figure too."""
     defects = []
     calls = widget_calls(report.docname, root)

@@ -35,12 +35,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def book_html() -> Path:
-    """The built book, with an HTML file for every page of the table of contents."""
+    """The built book, with an HTML file for every page of the table of contents of every edition."""
     folder = _book_folder()
-    missing = [d for d in bb.toc_pages() if not (folder / f"{d}.html").is_file()]
+    missing = [d for e in bb.editions() for d in e.pages() if not (folder / f"{d}.html").is_file()]
     if not (folder / "index.html").is_file() or missing:
-        pytest.fail(f"{folder} is not a built book (missing: index.html or {missing[:5]}): run `make book`",
-                    pytrace=False)
+        pytest.fail(f"{folder} is not a built book (missing: index.html or {len(missing)} page(s): {missing[:5]}): "
+                    "run `make book`", pytrace=False)
     return folder
 
 
@@ -131,14 +131,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     shots = [r.screenshot for r in pages.values() if r.screenshot and r.screenshot.is_file()]
     maths = sum(r.probe["math"]["typeset"] for r in pages.values())
     glyphs = sum(r.probe["glyphs"]["checked"] for r in pages.values())
+    glyphs_found = sum(r.probe["glyphs"]["found"] for r in pages.values())
+    per_edition = {e.name: sum(bb.edition_of(d)[0] == e for d in pages) for e in bb.EDITIONS}
     widgets = sum(len(r.probe["widgets"]) for r in pages.values())
     links = sum(len(r.probe["links"]) for r in pages.values())
     unchecked = sorted({u for r in pages.values() for u in r.unchecked_integrity})
     slowest = max(pages.values(), key=lambda r: r.seconds)
     write = terminalreporter.write_line
     terminalreporter.section("book check")
-    write(f"pages opened: {len(pages)}; images: {images} ({broken} not loading); maths typeset: {maths}; "
-          f"widgets: {widgets}; links: {links}; CJK characters checked: {glyphs}")
+    write(f"pages opened: {len(pages)} ({', '.join(f'{n} {k}' for k, n in per_edition.items() if n)}); "
+          f"images: {images} ({broken} not loading); maths typeset: {maths}; widgets: {widgets}; links: {links}; "
+          f"CJK characters checked: {glyphs} (of {glyphs_found} distinct per page and font)")
     if shots:
         write(f"screenshots: {len(shots)} in {shots[0].parent}")
     write(f"time: {time.perf_counter() - stats['start']:.1f} s in all, "

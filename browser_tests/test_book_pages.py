@@ -1,7 +1,8 @@
-"""Every page of the table of contents, opened in Chromium, as a reader meets it.
+"""Every page of the table of contents, in both editions, opened in Chromium, as a reader meets it.
 
 Each page is opened once (``reports``); each test reads one aspect of it and lists every defect
-it finds, with the section it is in.
+it finds, with the section it is in. Pages are named as in the served book: ``chapters/...`` in
+English, ``zh/chapters/...`` in Chinese (``bb.EDITIONS``).
 """
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ import pytest
 
 from browser_tests import book_browser as bb
 
-PAGES = bb.toc_pages()
-# Pages Sphinx adds around the table of contents: checked for errors, images and links too.
-SITE_PAGES = PAGES + ["search", "genindex", "py-modindex"]
-CONFIG = bb.load_config()
+EDITIONS = bb.editions()
+PAGES = [page for edition in EDITIONS for page in edition.pages()]
+# With the pages Sphinx adds around the table of contents: checked for errors, images and links too.
+SITE_PAGES = [page for edition in EDITIONS for page in edition.site_pages()]
 WIDGET_PAGES = [d for d in PAGES if bb.uses_ipywidgets(d)]
+CHINESE = next(e for e in bb.EDITIONS if e.name == "zh")
 
 
 def _assert_none(docname: str, defects: list[str]) -> None:
@@ -50,12 +52,26 @@ def test_internal_links_resolve(reports, book_html: Path, book_url: str, docname
 
 @pytest.mark.parametrize("docname", PAGES)
 def test_launch_and_source_buttons(reports, docname: str) -> None:
-    _assert_none(docname, bb.launch_defects(reports[docname], CONFIG))
+    _assert_none(docname, bb.launch_defects(reports[docname]))
 
 
 @pytest.mark.parametrize("docname", PAGES)
 def test_cjk_characters_have_a_font(reports, docname: str) -> None:
-    _assert_none(docname, bb.glyph_defects(reports[docname]))
+    _assert_none(docname, bb.glyph_defects(reports[docname]) + bb.untranslated_defects(reports[docname]))
+
+
+@pytest.mark.parametrize("docname", SITE_PAGES)
+def test_language_switch_leads_to_the_same_page(reports, book_html: Path, book_url: str, docname: str) -> None:
+    _assert_none(docname, bb.edition_switch_defects(reports[docname], book_html, book_url))
+
+
+@pytest.mark.skipif(CHINESE not in EDITIONS, reason="no Chinese edition (zh/) in the checkout")
+@pytest.mark.parametrize("docname", ["intro", "chapters/ch2/03_contrastive_maths", "appendix/glossary", "search"])
+def test_following_the_switch_twice_returns_to_the_page(reader: bb.Reader, docname: str) -> None:
+    """A reader clicks the switch on an English page, then on the Chinese page it opened."""
+    reached = reader.follow_switch(docname, times=2)
+    expected = [(f"{docname}.html", "en"), (f"{CHINESE.prefix}{docname}.html", CHINESE.lang), (f"{docname}.html", "en")]
+    assert reached == expected, f"{docname}: the switch led through {reached}, expected {expected}"
 
 
 @pytest.mark.parametrize("docname", SITE_PAGES)
@@ -73,18 +89,24 @@ def test_widget_page_shows_its_static_figure(reports, docname: str) -> None:
     _assert_none(docname, bb.widget_fallback_defects(reports[docname]))
 
 
-def test_the_checks_have_something_to_check(reports) -> None:
+@pytest.mark.parametrize("edition", EDITIONS, ids=lambda e: e.name)
+def test_the_checks_have_something_to_check(reports, edition: bb.Edition) -> None:
     """Guards against a selector that finds nothing: the book has maths, widgets, Chinese and notebooks."""
-    assert {"chapters/ch1/05_applications_and_impact", "chapters/ch2/03_contrastive_maths",
-            "chapters/ch5/02_search_engine"} <= set(WIDGET_PAGES)
-    maths = reports["chapters/ch2/03_contrastive_maths"].probe["math"]
+    maths_page = f"{edition.prefix}chapters/ch2/03_contrastive_maths"
+    assert {f"{edition.prefix}{d}" for d in ("chapters/ch1/05_applications_and_impact",
+                                             "chapters/ch2/03_contrastive_maths",
+                                             "chapters/ch5/02_search_engine")} <= set(WIDGET_PAGES)
+    maths = reports[maths_page].probe["math"]
     assert maths["nodes"] > 10 and maths["typeset"] == maths["nodes"], maths
-    glossary = reports["appendix/glossary"].probe["glyphs"]
+    glossary = reports[f"{edition.prefix}appendix/glossary"].probe["glyphs"]
     assert glossary["checked"] > 50, "the glossary's Chinese terms were not found"
-    colab = [link for link in reports["chapters/ch2/03_contrastive_maths"].probe["links"]
-             if link["title"] == "Launch on Colab"]
-    assert len(colab) == 1, colab
-    outputs = reports["chapters/ch2/03_contrastive_maths"].probe["outputs"]
+    if edition.lang.startswith("zh"):  # a whole page in Chinese, not a few terms
+        glyphs = reports[maths_page].probe["glyphs"]
+        assert glyphs["inArticle"] > 1000 and glyphs["checked"] > 300, glyphs
+    colab = [link for link in reports[maths_page].probe["links"]
+             if "dropdown-launch-buttons" in link["menu"].split() and "colab" in link["href"]]
+    assert len(colab) == 1 and colab[0]["href"].endswith(f"/blob/main/{maths_page}.ipynb"), colab
+    outputs = reports[maths_page].probe["outputs"]
     assert len(outputs) > 5 and sum(o["loadedImages"] for o in outputs) > 2
 
 
@@ -92,3 +114,12 @@ def test_the_checks_have_something_to_check(reports) -> None:
 def test_search_finds_book_terms(reader, term: str) -> None:
     titles = reader.search(term)
     assert titles, f"the search page lists no page for {term!r}"
+
+
+# Sphinx splits Chinese text into words with jieba (a development extra); the Latin words of the
+# Chinese pages (names, terms, code) are indexed as in English.
+@pytest.mark.skipif(CHINESE not in EDITIONS, reason="no Chinese edition (zh/) in the checkout")
+@pytest.mark.parametrize("term", ["InfoNCE", "SigLIP", "softmax", "温度", "嵌入"])
+def test_chinese_search_finds_book_terms(reader, term: str) -> None:
+    titles = reader.search(term, edition=CHINESE)
+    assert titles, f"the Chinese search page ({CHINESE.prefix}search.html) lists no page for {term!r}"

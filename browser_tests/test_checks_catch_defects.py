@@ -1,10 +1,12 @@
 """The browser checks can fail: each one catches a defect planted in a copy of a real page.
 
 The copy of the book lies in a temporary folder (links to the real files, and one rewritten
-page, Chapter 2.3, which has maths, images, a widget and a Colab button).
+page, Chapter 2.3, which has maths, images, a widget and a Colab button; for the language switch,
+a second copy with the Chinese Chapter 2.3 rewritten).
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterator
@@ -17,6 +19,9 @@ from browser_tests import book_browser as bb
 
 PAGE = "chapters/ch2/03_contrastive_maths"
 CONFIG = bb.load_config()
+CHINESE = next(e for e in bb.EDITIONS if e.name == "zh")
+ZH_PAGE = f"{CHINESE.prefix}{PAGE}"
+needs_chinese = pytest.mark.skipif(CHINESE not in bb.editions(), reason="no Chinese edition (zh/) in the checkout")
 
 
 def _mirror(src: Path, dst: Path, replaced: str) -> None:
@@ -111,6 +116,57 @@ def test_fallback_check_catches_a_missing_static_figure(broken_report: bb.PageRe
     _expect(bb.widget_fallback_defects(broken_report), "shows no static figure from temperature_figure")
 
 
+def break_switch(text: str) -> str:
+    """The Chinese Chapter 2.3 with its language switch broken every way the check looks for."""
+    switch = re.search(r'<a class="btn btn-sm edition-switch" href="([^"]+)"[^>]*>.*?</a>', text, re.S)
+    assert switch, "no language switch (a.edition-switch) on the page: update the planted defect"
+    # the switch leads to a page that is not there, and a second one to another (existing) page
+    broken = switch.group(0).replace(switch.group(1), switch.group(1).replace("03_contrastive_maths", "03_old_name"))
+    second = switch.group(0).replace(switch.group(1), "../../../intro.html")
+    text = text.replace(switch.group(0), broken + second, 1)
+    text, removed = re.subn(r'\s*<link rel="alternate" hreflang="en" href="[^"]*"\s*/?>', "", text)
+    assert removed == 1, f"{removed} <link rel=alternate hreflang=en> on the page: update the planted defect"
+    # and a bar fixed over the top of the window hides the switches
+    text = _plant(text, "</body>", '<div class="planted-bar" style="position: fixed; top: 0; left: 0; right: 0; '
+                                   'height: 200px; z-index: 10000; background: #fff"></div></body>')
+    return _plant(text, '<html lang="zh-CN"', '<html lang="en"')
+
+
+@pytest.fixture(scope="module")
+def broken_book(book_html: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The book with the Chinese Chapter 2.3's language switch broken."""
+    folder = tmp_path_factory.mktemp("broken-switch") / "html"
+    _mirror(book_html, folder, f"{ZH_PAGE}.html")
+    (folder / f"{ZH_PAGE}.html").write_text(break_switch((book_html / f"{ZH_PAGE}.html").read_text(encoding="utf-8")),
+                                            encoding="utf-8")
+    return folder
+
+
+@needs_chinese
+def test_switch_check_catches_a_missing_target_a_second_switch_a_hidden_one_and_a_wrong_lang(
+        broken_book: Path, browser: Any, assets: Path) -> None:
+    with bb.serve(broken_book) as url:
+        report = bb.Reader(browser, url, assets, None).visit(ZH_PAGE)
+        defects = bb.edition_switch_defects(report, broken_book, url)
+    _expect(defects, "2 language switches", "leads nowhere: no file chapters/ch2/03_old_name.html",
+            "leads to intro.html, not to the same page in the en edition, chapters/ch2/03_contrastive_maths.html",
+            "is partly hidden: div.planted-bar lies over it",
+            '<html lang="en">, expected "zh-CN"', '<link rel="alternate" hreflang="en"> in the head: []')
+
+
+@needs_chinese
+def test_a_reader_cannot_follow_a_hidden_switch(broken_book: Path, browser: Any, assets: Path) -> None:
+    with bb.serve(broken_book) as url, pytest.raises(Exception, match="planted-bar.*intercepts pointer events"):
+        bb.Reader(browser, url, assets, None).follow_switch(ZH_PAGE, times=1, timeout_ms=3000)
+
+
+def test_untranslated_check_catches_an_english_page_in_the_chinese_edition(broken_report: bb.PageReport) -> None:
+    assert broken_report.probe["glyphs"]["inArticle"] == 0, "Chapter 2.3 now shows Chinese: plant another page"
+    _expect(bb.untranslated_defects(dataclasses.replace(broken_report, docname=ZH_PAGE)),
+            "no Chinese character in the article")
+    assert bb.untranslated_defects(broken_report) == []  # an English page may well have no Chinese
+
+
 @pytest.fixture(scope="module")
 def browser_without_cjk_fonts(playwright: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """Chromium that sees only the DejaVu fonts, as on a machine without fonts-noto-cjk."""
@@ -128,6 +184,18 @@ def test_glyph_check_catches_tofu_without_cjk_fonts(browser_without_cjk_fonts: A
                                                      assets: Path) -> None:
     report = bb.Reader(browser_without_cjk_fonts, book_url, assets, None).visit("appendix/glossary")
     _expect(bb.glyph_defects(report), "CJK characters drawn as empty boxes")
+
+
+@needs_chinese
+def test_glyph_check_catches_tofu_on_a_chinese_page_when_sampling(browser_without_cjk_fonts: Any, book_url: str,
+                                                                  assets: Path) -> None:
+    """On a page with more characters than it draws, the check still reaches every font."""
+    report = bb.Reader(browser_without_cjk_fonts, book_url, assets, None, max_glyphs=100).visit(ZH_PAGE)
+    glyphs = report.probe["glyphs"]
+    assert glyphs["checked"] < glyphs["found"], glyphs
+    _expect(bb.glyph_defects(report), "CJK characters drawn as empty boxes")
+    fonts_with_tofu = {t["css"] for t in glyphs["tofu"]}
+    assert glyphs["fonts"] >= 2 and len(fonts_with_tofu) == glyphs["fonts"], (fonts_with_tofu, glyphs["fonts"])
 
 
 def test_search_check_can_find_nothing(reader: bb.Reader) -> None:
