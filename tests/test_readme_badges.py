@@ -55,13 +55,13 @@ def test_the_links_follow_the_configured_repository(tmp_path):
 
 
 def test_replacing_the_block_keeps_the_rest_and_needs_both_markers():
-    new = f"{readme_badges.START}\nnew\n{readme_badges.END}"
-    text = f"intro\n{readme_badges.START}\nold\n{readme_badges.END}\noutro\n"
+    new = f"{readme_badges.ENGLISH.start}\nnew\n{readme_badges.ENGLISH.end}"
+    text = f"intro\n{readme_badges.ENGLISH.start}\nold\n{readme_badges.ENGLISH.end}\noutro\n"
     assert readme_badges.replace_block(text, new) == f"intro\n{new}\noutro\n"
     with pytest.raises(ValueError, match="must hold one"):
         readme_badges.replace_block("intro\n", new)
     with pytest.raises(ValueError, match="must hold one"):
-        readme_badges.replace_block(f"{readme_badges.END}\n{readme_badges.START}\n", new)
+        readme_badges.replace_block(f"{readme_badges.ENGLISH.end}\n{readme_badges.ENGLISH.start}\n", new)
 
 
 ZH = readme_badges.CHINESE
@@ -76,7 +76,7 @@ def test_the_readme_holds_the_chinese_links_after_the_english_ones():
     text = _readme()
     assert readme_badges.current_block(text, ZH) == readme_badges.block(edition=ZH), (
         "README.md's Chinese Colab links are stale: run python tools/readme_badges.py --write")
-    assert text.index(readme_badges.END) < text.index(ZH.start)
+    assert text.index(readme_badges.ENGLISH.end) < text.index(ZH.start)
     assert readme_badges.stale_editions(text) == []
     assert readme_badges.main(["--check"]) == 0
 

@@ -59,12 +59,10 @@ SKIPPED_PARTS = ("__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".hypothe
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 STAMP_NAME = ".book-fingerprint.json"
 LOG_NAME = "book.log"
-# The Chinese edition: its source folder, where jupyter-book builds it (under _build/), its log, and
-# where its pages go in the English site.
-ZH_SOURCE = "zh"
-ZH_BUILD = "zh"
+# The Chinese edition's folder: its sources (zh/), jupyter-book's build of it (_build/zh/) and its
+# pages in the site (_build/html/zh/, where the English pages' switch leads: edition_other_root).
+ZH = "zh"
 ZH_LOG_NAME = "book-zh.log"
-ZH_SITE = "zh"
 CACHE_NAME = ".jupyter_cache"
 # Given to the kernels (and to jupyter-book itself) unless already set.
 # TQDM_DISABLE: a progress bar in a built page is a frozen widget with the build's timings, so the
@@ -180,7 +178,7 @@ def plan_build(build_dir: Path, state: dict[str, object], fresh: bool = False) -
 def clear_build(build_dir: Path) -> None:
     """Remove what a fresh build must not reuse: the pages, Sphinx's saved state, the executed notebooks
     and their cache, and the Chinese edition's build."""
-    for name in ("html", ".doctrees", "jupyter_execute", CACHE_NAME, ZH_BUILD, STAMP_NAME):
+    for name in ("html", ".doctrees", "jupyter_execute", CACHE_NAME, ZH, STAMP_NAME):
         path = build_dir / name
         if path.is_dir():
             shutil.rmtree(path)
@@ -373,7 +371,7 @@ def build_chinese(root: Path, build_dir: Path) -> tuple[int, str]:
         read from the cache makes the status 1.
     """
     log_path = build_dir / ZH_LOG_NAME
-    status = run_build(root, True, log_path, source=root / ZH_SOURCE, output=build_dir / ZH_BUILD)
+    status = run_build(root, True, log_path, source=root / ZH, output=build_dir / ZH)
     if status != 0:
         return status, "the Chinese edition failed to build"
     cached, executed = cache_use(log_path.read_text(encoding="utf-8"))
@@ -381,10 +379,10 @@ def build_chinese(root: Path, build_dir: Path) -> tuple[int, str]:
         return 1, (f"the Chinese edition executed {executed} notebook(s) instead of reading the English "
                    "build's outputs: their code differs from the English (run python tools/zh_sync.py), "
                    "or the cache is incomplete (run make book-fresh)")
-    site = build_dir / "html" / ZH_SITE
+    site = build_dir / "html" / ZH
     if site.exists():
         shutil.rmtree(site)
-    shutil.copytree(build_dir / ZH_BUILD / "_build" / "html", site)
+    shutil.copytree(build_dir / ZH / "_build" / "html", site)
     return 0, f"Chinese edition: {cached} notebooks' outputs from the English build's cache, 0 executed; {site}"
 
 
@@ -411,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     status = run_build(root, fresh, log_path)
     english = time.perf_counter() - start
     chinese_line = ""
-    if status == 0 and (root / ZH_SOURCE / "_config.yml").is_file():
+    if status == 0 and (root / ZH / "_config.yml").is_file():
         print("Building the Chinese edition from the English build's outputs.", flush=True)
         status, chinese_line = build_chinese(root, build_dir)
         log_path = build_dir / ZH_LOG_NAME

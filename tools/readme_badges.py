@@ -73,9 +73,6 @@ CHINESE = Edition(
     chapter_line="- 第 {number} 章 {title}: {links}",
 )
 EDITIONS = (ENGLISH, CHINESE)
-# The English markers under their former names.
-START = ENGLISH.start
-END = ENGLISH.end
 
 
 @dataclass(frozen=True)
