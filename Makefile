@@ -12,7 +12,7 @@ TORCH_SPEC ?= torch==2.13.0
 REFERENCE_SPEC ?= open_clip_torch==3.3.0
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test unit notebooks book book-fresh benchmark clean browser-deps book-check
+.PHONY: install test unit notebooks book book-fresh benchmark clean cjk-fonts browser-deps book-check
 
 $(STAMP): pyproject.toml Makefile tests/test_colab_install.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,15 +35,25 @@ unit: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider chapters
 
-## Build the HTML book; any error in a cell or any Sphinx warning fails the build.  Afresh (every
-## notebook executed) whenever clip_tutorial/, _config.yml or the installed packages changed since
-## the last successful build, else only the changed pages (tools/build_book.py says which and why).
-book: $(STAMP)
+## Build the HTML book, both editions; any error in a cell or any Sphinx warning fails the build.
+## Afresh (every notebook executed) whenever clip_tutorial/, _config.yml, _ext/, the figures' Chinese
+## words or the installed packages changed since the last successful build, else only the changed
+## pages (tools/build_book.py says which and why).
+book: $(STAMP) cjk-fonts
 	$(PY) tools/build_book.py
 
 ## The same, always afresh.
-book-fresh: $(STAMP)
+book-fresh: $(STAMP) cjk-fonts
 	$(PY) tools/build_book.py --fresh
+
+## The Chinese edition's figures are drawn with Debian's Noto CJK fonts (installed as root, only
+## when missing); the browser check reads the Chinese pages with them too.
+cjk-fonts:
+	@if ! dpkg -s fonts-noto-cjk >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y fonts-noto-cjk; \
+	  else echo "the Chinese edition needs Debian's fonts-noto-cjk: sudo apt-get install fonts-noto-cjk" >&2; \
+	    exit 1; fi; fi
 
 ## Read the built book (_build/html, from `make book`) in headless Chromium as a reader would:
 ## every page loads without errors, with its images, maths, widgets, links, launch buttons and
@@ -51,11 +61,11 @@ book-fresh: $(STAMP)
 ## browser-deps installs Debian's chromium and CJK fonts (as root, only when missing) and unpacks
 ## local copies of the CDN scripts the pages load (MathJax, the widget manager) with npm.
 BOOK_CHECK_ASSETS ?= $(VENV)/book-check-assets
-browser-deps: $(STAMP)
-	@if ! dpkg -s chromium fonts-noto-cjk >/dev/null 2>&1; then \
+browser-deps: $(STAMP) cjk-fonts
+	@if ! dpkg -s chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium fonts-noto-cjk; \
-	  else echo "book-check needs Debian's chromium and fonts-noto-cjk: sudo apt-get install chromium fonts-noto-cjk" >&2; \
+	    apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	  else echo "book-check needs Debian's chromium: sudo apt-get install chromium" >&2; \
 	    exit 1; fi; fi
 	$(PY) browser_tests/book_browser.py install-assets $(BOOK_CHECK_ASSETS)
 

@@ -6,7 +6,8 @@ a number reads the same in Chinese, but a list such as ``"8, 16 and 32"`` or a v
 glue value (``{glue:text}``) as the page is written:
 
 1. a table (``zh/glue_text.yml``, ``phrases``) of regular expressions, each matched against the
-   whole value, with its Chinese rendering; the captured groups are rendered in turn;
+   whole value, with its Chinese rendering, in which ``\\1``, ``\\2`` are the captured groups,
+   rendered in turn, and ``\\n`` a line break (``texts`` holds exact values and their Chinese);
 2. otherwise a list, ``"a, b and c"``, ``"a or b"`` or ``"a, b, c"``, becomes ``"a、b 和 c"``,
    ``"a 或 b"`` or ``"a、b、c"``;
 3. what is left may keep English words only if they are ShapesWorld's own words (its captions
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*[A-Za-z]")
-_CODE = re.compile(r"[./<>_=()\[\]]")
+_CODE = re.compile(r"[./<>_=()\[\]]|[A-Za-z].*\d|\d.*[A-Za-z]")  # or letters with digits: RN50, ch1-demo
 _ENUMERATION = re.compile(r"^\S+(?:, \S+)+$")  # "16, 32, 1,024" or "rotation, hue"
 _LIST = re.compile(r"^(?P<head>.+?) (?P<conj>and|or) (?P<last>[^,]+)$")
 
@@ -36,14 +38,19 @@ class GlueTable:
 
     phrases: tuple[tuple[re.Pattern[str], str], ...]
     keep: frozenset[str]
+    texts: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], data_words: Iterable[str] = ()) -> GlueTable:
-        """Build a table from the YAML's ``phrases`` (``en``/``zh`` pairs) and ``keep`` list.
+        """Build a table from the YAML's ``texts`` (exact English: Chinese), ``phrases`` (``en``/``zh`` pairs) and ``keep`` list.
 
         Raises:
-            ValueError: if an entry lacks ``en`` or ``zh``, or ``en`` is not a valid expression.
+            ValueError: if an entry lacks ``en`` or ``zh``, or ``en`` is not a valid expression,
+                or ``texts`` is not a mapping of strings.
         """
+        texts = data.get("texts") or {}
+        if not isinstance(texts, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in texts.items()):
+            raise ValueError(f"texts: expected a mapping from English to Chinese strings, got {texts!r}")
         phrases = []
         for index, entry in enumerate(data.get("phrases") or []):
             if not isinstance(entry, Mapping) or not {"en", "zh"} <= set(entry):
@@ -55,15 +62,18 @@ class GlueTable:
             phrases.append((pattern, str(entry["zh"])))
         keep = {str(word).lower() for word in (data.get("keep") or [])}
         keep.update(word.lower() for word in data_words)
-        return cls(tuple(phrases), frozenset(keep))
+        return cls(tuple(phrases), frozenset(keep), dict(texts))
 
     def render(self, text: str) -> str:
-        """``text`` in Chinese: the first phrase that matches it whole, else a Chinese list, else as is."""
+        """``text`` in Chinese: its entry in ``texts``, else the first phrase that matches it whole, else a Chinese list, else as is."""
+        if text in self.texts:
+            return self.texts[text]
         for pattern, chinese in self.phrases:
             match = pattern.fullmatch(text)
             if match:
                 groups = [self.render(group) if group is not None else "" for group in match.groups()]
-                return re.sub(r"\\(\d)", lambda m: groups[int(m.group(1)) - 1], chinese)
+                return re.sub(r"\\(\d|n)", lambda m: "\n" if m.group(1) == "n" else groups[int(m.group(1)) - 1],
+                              chinese)
         listed = _LIST.match(text)
         if listed:
             items = [self.render(item) for item in listed.group("head").split(", ")]
@@ -76,8 +86,8 @@ class GlueTable:
     def english_left(self, text: str) -> list[str]:
         """The English words of ``text`` that are neither ShapesWorld's nor listed under ``keep``.
 
-        Tokens that look like code (a file name, a model name with a slash, a BPE token such as
-        ``of</w>``) are not words.
+        Tokens that look like code (a file name, a model name with a slash or digits, a recipe name
+        such as ``ch1-demo``, a BPE token such as ``of</w>``) are not words.
         """
         prose = " ".join(token for token in text.split() if not _CODE.search(token))
         return [word for word in _WORD.findall(prose) if word.lower() not in self.keep]

@@ -880,6 +880,46 @@ def widget_fallback_defects(report: PageReport, root: Path | None = None) -> lis
     return defects
 
 
+# A figure drawn by a cell: myst-nb names the file by the SHA-256 of its PNG.
+OUTPUT_FIGURE = re.compile(r'<img [^>]*src="([^"]*_images/[0-9a-f]{64}\.png)"')
+
+
+@functools.cache
+def _zh_figures() -> Any:
+    """The book's ``_ext/zh_figures.py``, which marks the Chinese drawings of the figures."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_book_zh_figures", ROOT / "_ext" / "zh_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def output_figures(page: Path) -> list[Path]:
+    """The figures that a built page's cell outputs show, in order."""
+    return [page.parent / unquote(src) for src in OUTPUT_FIGURE.findall(page.read_text(encoding="utf-8"))]
+
+
+def figure_defects(folder: Path, docname: str) -> list[str]:
+    """An English page shows no Chinese drawing; a Chinese page shows, in the place of each figure of
+    its English page, that figure's Chinese drawing (``_ext/zh_figures.py``)."""
+    figures = _zh_figures()
+    edition, name = edition_of(docname)
+    shown = output_figures(folder / f"{docname}.html")
+    marks = [figures.text_chunks(path) for path in shown]
+    if edition.name != "zh":
+        return [f"figure {i} ({path.name}) is a Chinese drawing" for i, (path, chunks) in enumerate(zip(shown, marks), 1)
+                if chunks.get(figures.EDITION_KEY)]
+    english = [hashlib.sha256(path.read_bytes()).hexdigest() for path in output_figures(folder / f"{name}.html")]
+    defects = [] if len(english) == len(shown) else [f"{len(shown)} figures, its English page {len(english)}"]
+    for i, (path, chunks) in enumerate(zip(shown, marks), 1):
+        if chunks.get(figures.EDITION_KEY) != "zh":
+            defects.append(f"figure {i} ({path.name}) is not drawn in Chinese")
+        elif i <= len(english) and chunks.get(figures.REPLACES_KEY) != english[i - 1]:
+            defects.append(f"figure {i} ({path.name}) is not the Chinese drawing of the English page's figure {i}")
+    return defects
+
+
 def main(argv: list[str]) -> int:
     """``install-assets DIR``: unpack the stand-in packages (used by ``make browser-deps``)."""
     if len(argv) != 2 or argv[0] != "install-assets":

@@ -84,13 +84,18 @@ def test_screenshot_saved(reports, docname: str) -> None:
     assert width == bb.VIEWPORT["width"], f"{shot}: {width} px wide"
 
 
+@pytest.mark.parametrize("docname", PAGES)
+def test_each_edition_shows_its_own_drawing_of_every_figure(book_html: Path, docname: str) -> None:
+    _assert_none(docname, bb.figure_defects(book_html, docname))
+
+
 @pytest.mark.parametrize("docname", WIDGET_PAGES)
 def test_widget_page_shows_its_static_figure(reports, docname: str) -> None:
     _assert_none(docname, bb.widget_fallback_defects(reports[docname]))
 
 
 @pytest.mark.parametrize("edition", EDITIONS, ids=lambda e: e.name)
-def test_the_checks_have_something_to_check(reports, edition: bb.Edition) -> None:
+def test_the_checks_have_something_to_check(reports, book_html: Path, edition: bb.Edition) -> None:
     """Guards against a selector that finds nothing: the book has maths, widgets, Chinese and notebooks."""
     maths_page = f"{edition.prefix}chapters/ch2/03_contrastive_maths"
     assert {f"{edition.prefix}{d}" for d in ("chapters/ch1/05_applications_and_impact",
@@ -108,6 +113,7 @@ def test_the_checks_have_something_to_check(reports, edition: bb.Edition) -> Non
     assert len(colab) == 1 and colab[0]["href"].endswith(f"/blob/main/{maths_page}.ipynb"), colab
     outputs = reports[maths_page].probe["outputs"]
     assert len(outputs) > 5 and sum(o["loadedImages"] for o in outputs) > 2
+    assert len(bb.output_figures(book_html / f"{maths_page}.html")) > 2
 
 
 @pytest.mark.parametrize("term", ["temperature", "InfoNCE", "tokenizer"])

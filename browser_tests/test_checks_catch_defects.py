@@ -200,3 +200,57 @@ def test_glyph_check_catches_tofu_on_a_chinese_page_when_sampling(browser_withou
 
 def test_search_check_can_find_nothing(reader: bb.Reader) -> None:
     assert reader.search("qqzzxxplantednonword") == []
+
+
+def _figure_png(title: str) -> bytes:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.set_title(title)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=40)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _figure_site(folder: Path, english: list[bytes], chinese: list[bytes]) -> Path:
+    """A two-page site, ``page`` and ``zh/page``, whose cell outputs show these PNGs."""
+    import hashlib
+
+    for prefix, pngs in (("", english), (CHINESE.prefix, chinese)):
+        images = folder / prefix / "_images"
+        images.mkdir(parents=True, exist_ok=True)
+        tags = []
+        for png in pngs:
+            name = hashlib.sha256(png).hexdigest() + ".png"
+            (images / name).write_bytes(png)
+            tags.append(f'<img alt="x" src="_images/{name}" />')
+        (folder / prefix / "page.html").write_text("<div class=\"cell_output\">" + "".join(tags) + "</div>")
+    return folder
+
+
+def test_figure_check_catches_english_drawings_in_chinese_and_the_reverse(tmp_path: Path) -> None:
+    import hashlib
+
+    figures = bb._zh_figures()
+    one, two = _figure_png("one"), _figure_png("two")
+
+    def chinese(png: bytes) -> bytes:
+        return figures.with_text_chunks(png, {figures.EDITION_KEY: "zh",
+                                              figures.REPLACES_KEY: hashlib.sha256(png).hexdigest()})
+
+    good = _figure_site(tmp_path / "good", [one, two], [chinese(one), chinese(two)])
+    assert bb.figure_defects(good, "page") == [] and bb.figure_defects(good, f"{CHINESE.prefix}page") == []
+    english_left = _figure_site(tmp_path / "a", [one, two], [chinese(one), two])
+    _expect(bb.figure_defects(english_left, f"{CHINESE.prefix}page"), "figure 2", "is not drawn in Chinese")
+    swapped = _figure_site(tmp_path / "b", [one, two], [chinese(two), chinese(one)])
+    _expect(bb.figure_defects(swapped, f"{CHINESE.prefix}page"), "figure 1", "not the Chinese drawing")
+    missing = _figure_site(tmp_path / "c", [one, two], [chinese(one)])
+    _expect(bb.figure_defects(missing, f"{CHINESE.prefix}page"), "1 figures, its English page 2")
+    reverse = _figure_site(tmp_path / "d", [one, chinese(two)], [chinese(one), chinese(two)])
+    _expect(bb.figure_defects(reverse, "page"), "figure 2", "is a Chinese drawing")

@@ -14,19 +14,13 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from repo_files import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
 
 
-def _load_setup_cell_tool():
-    spec = importlib.util.spec_from_file_location("_setup_cell_tool", ROOT / "tools" / "setup_cell.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_TOOL = _load_setup_cell_tool()
+_TOOL = load_module("tools/setup_cell.py", "_setup_cell_tool")
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
 REPOSITORY_URL = CONFIG["repository"]["url"].rstrip("/")

@@ -4,12 +4,12 @@ Fast: no notebook is executed. They read the real pages under chapters/ and appe
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import nbformat
 import pytest
+from repo_files import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAPTERS = ROOT / "chapters"
@@ -18,14 +18,7 @@ NB_IDS = [str(p.relative_to(ROOT)) for p in NOTEBOOKS]
 PAGES = [ROOT / "intro.md", *sorted(CHAPTERS.rglob("*.md")), *sorted((ROOT / "appendix").glob("*.md")), *NOTEBOOKS]
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("_prose_numbers", ROOT / "tools" / "prose_numbers.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOOL = _load_tool()
+TOOL = load_module("tools/prose_numbers.py", "_prose_numbers")
 ALLOW = TOOL.load_allow_list()
 
 

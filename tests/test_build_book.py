@@ -5,10 +5,11 @@ with jupyter-book (a few seconds), once with a cell that hangs past a tiny timeo
 """
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,20 +17,13 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
+from repo_files import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "build_book.py"
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("_build_book_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
-    return module
-
-
-build = _load_tool()
+build = load_module("tools/build_book.py", "_build_book_tool")
 ENV = ["python 3.x", "torch==1.0"]
 
 
@@ -312,18 +306,58 @@ def _tiny_chinese_edition(root: Path, cell: str) -> Path:
     return _notebook(root / "zh" / "slow.ipynb", "x = 1\nprint(x)", cell)
 
 
+def _with_chinese_figures(root: Path) -> None:
+    """The tiny book's two editions with the book's own _ext/zh_figures.py and a table of one word."""
+    shutil.copytree(ROOT / "_ext", root / "_ext", ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    _write(root / "zh" / "figure_text.yml", "texts:\n  accuracy: 准确率\n")
+    for config, sphinx in ((root / "_config.yml", {"local_extensions": {"zh_figures": "_ext"}}),
+                           (root / "zh" / "_config.yml", {"local_extensions": {"zh_figures": "../_ext"},
+                                                          "config": {"figures_edition": "zh"}})):
+        data = yaml.safe_load(config.read_text(encoding="utf-8"))
+        data["sphinx"] = sphinx
+        _write(config, yaml.safe_dump(data, allow_unicode=True))
+
+
+def _figure_files(page: Path) -> list[Path]:
+    html = page.read_text(encoding="utf-8")
+    return [page.parent / src for src in re.findall(r'<img [^>]*src="([^"]+\.png)"', html)]
+
+
+FIGURE = "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(3, 2))\nax.set_title({title!r})\nplt.show()"
+
+
 def test_the_chinese_edition_reads_the_english_outputs_and_refuses_to_run_other_code(tmp_path):
     root = tmp_path / "book"
-    cell = "import os\nprint('pid', os.getpid())"  # a different number in every run of the cell
+    # a different number in every run of the cell, and a figure
+    cell = "import os\nprint('pid', os.getpid())\n" + FIGURE.format(title="accuracy")
     _tiny_book(root, timeout=30, cell=cell)
     _tiny_chinese_edition(root, cell)
+    _with_chinese_figures(root)
     built = _run(root)
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     assert "Chinese edition: 1 notebooks' outputs from the English build's cache, 0 executed" in built.stdout
+    english_page, chinese_page = root / "_build" / "html" / "slow.html", root / "_build" / "html" / "zh" / "slow.html"
     pid = re.compile(r"pid \d+")
-    english = pid.findall((root / "_build" / "html" / "slow.html").read_text(encoding="utf-8"))
-    chinese = pid.findall((root / "_build" / "html" / "zh" / "slow.html").read_text(encoding="utf-8"))
+    english = pid.findall(english_page.read_text(encoding="utf-8"))
+    chinese = pid.findall(chinese_page.read_text(encoding="utf-8"))
     assert english and chinese == english  # the same run's output, not a second run
+
+    # each edition shows one drawing of the figure: the English one, and the Chinese one in its place
+    (english_figure,), (chinese_figure,) = _figure_files(english_page), _figure_files(chinese_page)
+    figures = load_module("_ext/zh_figures.py", "_ext_zh_figures")
+    assert figures.EDITION_KEY not in figures.text_chunks(english_figure)
+    chunks = figures.text_chunks(chinese_figure)
+    assert chunks[figures.EDITION_KEY] == "zh"
+    assert chunks[figures.REPLACES_KEY] == hashlib.sha256(english_figure.read_bytes()).hexdigest()
+
+    # an English word with no Chinese in the table fails the Chinese edition
+    cell = cell.replace("'accuracy'", "'epochs'")
+    _tiny_book(root, timeout=30, cell=cell)
+    _tiny_chinese_edition(root, cell)
+    _with_chinese_figures(root)
+    failed = _run(root)
+    assert failed.returncode != 0
+    assert re.search(r"a figure in Chinese keeps English words .*\['epochs'\]", failed.stdout), failed.stdout[-2000:]
 
     _tiny_chinese_edition(root, cell + "\nprint('only in Chinese')")
     failed = _run(root)

@@ -388,12 +388,9 @@ class ColabRun:
 
 def _setup_cell_tool():
     """``tools/setup_cell.py``, which builds the setup cell from ``_config.yml``."""
-    import importlib.util
+    from repo_files import load_module
 
-    spec = importlib.util.spec_from_file_location("_setup_cell_tool", ROOT / "tools" / "setup_cell.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("tools/setup_cell.py", "_setup_cell_tool")
 
 
 def colab_notebook(file_url: str):

@@ -4,30 +4,20 @@ every page links to the same page in the other edition.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import nbformat
 import pytest
 import yaml
+from repo_files import load_module
 
 ROOT = Path(__file__).resolve().parents[1]
 ZH = ROOT / "zh"
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"_ext_{name}", ROOT / "_ext" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks itself up there
-    spec.loader.exec_module(module)
-    return module
-
-
-zh_glue = _load("zh_glue")
-editions = _load("editions")
+zh_glue = load_module("_ext/zh_glue.py", "_ext_zh_glue")
+editions = load_module("_ext/editions.py", "_ext_editions")
 
 
 def _yaml(path: Path) -> dict:
@@ -85,6 +75,7 @@ DIFFERENT = {
     ("sphinx", "config", "edition_other_label"): "the other edition",
     ("sphinx", "config", "edition_other_lang"): "the other edition",
     ("sphinx", "config", "zh_glue_table"): "the Chinese renderings of glued phrases",
+    ("sphinx", "config", "figures_edition"): "the pages keep the figures drawn in Chinese",
 }
 
 
@@ -175,6 +166,7 @@ def test_english_left_in_a_value_is_found():
     assert TABLE.english_left("much faster now") == ["much", "faster", "now"]
     assert TABLE.english_left("a red square in the top left") == []  # ShapesWorld's own words
     assert TABLE.english_left("resnet.py, ViT-B/32 and of</w>") == ["and"]  # code-like tokens are names
+    assert TABLE.english_left("ch1-demo, RN50x4 at step 300") == ["step"]
     assert TABLE.english_left("rotation, background, hue") == []  # listed under keep
 
 
@@ -239,7 +231,7 @@ def test_the_chinese_search_index_is_the_same_with_a_set_of_latin_terms():
     cost minutes): the words and stems it indexes must not change."""
     from sphinx.search.zh import SearchChinese
 
-    book_html = _load("book_html")
+    book_html = load_module("_ext/book_html.py", "_ext_book_html")
     text = (ZH / "chapters" / "ch2" / "03_contrastive_maths.ipynb").read_text(encoding="utf-8")[:20000]
     fixed, plain = SearchChinese({}), SearchChinese({})
     plain.latin_terms = []  # its own list, not the class's shared one

@@ -7,7 +7,7 @@ What this adds to ``jupyter-book build . --warningiserror --keep-going``:
   notebook whose text did not change is not executed again, even when the package it imports
   did. Before each build this script hashes everything the notebooks' results depend on besides
   their own text: every file of ``clip_tutorial/`` (code and shipped weights), ``_config.yml``,
-  the book's Sphinx extension ``_ext/``, the Python version and the installed distributions. When that fingerprint differs from the one
+  the book's Sphinx extensions ``_ext/``, the figures' Chinese words, the Python version and the installed distributions. When that fingerprint differs from the one
   recorded by the last *successful* build (or there is none, or ``--fresh`` is given), the
   build starts afresh: ``_build/html``, ``_build/.doctrees`` and ``_build/jupyter_execute`` are
   removed and every notebook is executed. Otherwise only the pages whose sources changed are
@@ -22,6 +22,9 @@ What this adds to ``jupyter-book build . --warningiserror --keep-going``:
   the jupyter-cache that the English build has just filled: the notebooks run once per build. A
   Chinese notebook that would have to run (its code differs) fails the build, with the advice to
   run ``tools/zh_sync.py``.
+- **Figures in Chinese.** The kernels start with ``_ext/zh_figures.py`` installed (an IPython
+  start-up file in ``_build/.ipython``), so each figure is drawn a second time with its words
+  from ``zh/figure_text.yml``; each edition's pages keep their own drawings.
 - **The cause first.** The build's output is shown as it comes and saved, without colour codes,
   to ``_build/book.log``. When the build fails, a short summary naming the failing notebook, its
   cell and the exception (a cell that timed out, a cell that raised, Sphinx warnings) is printed
@@ -54,7 +57,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # What the executed notebooks depend on besides their own text (relative to the book's root).
-FINGERPRINT_SOURCES = ("clip_tutorial", "_config.yml", "_ext")
+FINGERPRINT_SOURCES = ("clip_tutorial", "_config.yml", "_ext", "zh/figure_text.yml")
 SKIPPED_PARTS = ("__pycache__", ".ipynb_checkpoints", ".pytest_cache", ".hypothesis")
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 STAMP_NAME = ".book-fingerprint.json"
@@ -63,6 +66,10 @@ LOG_NAME = "book.log"
 # pages in the site (_build/html/zh/, where the English pages' switch leads: edition_other_root).
 ZH = "zh"
 ZH_LOG_NAME = "book-zh.log"
+# The Chinese figures (_ext/zh_figures.py): the table of their words, and the IPython folder whose
+# start-up file makes every kernel of the build draw each figure in Chinese too.
+FIGURE_TABLE = "zh/figure_text.yml"
+IPYTHON_DIR = ".ipython"
 CACHE_NAME = ".jupyter_cache"
 # Given to the kernels (and to jupyter-book itself) unless already set.
 # TQDM_DISABLE: a progress bar in a built page is a frozen widget with the build's timings, so the
@@ -72,6 +79,30 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 # -- the environment ---------------------------------------------------------------------------
+
+
+def install_chinese_figures(root: Path, build_dir: Path) -> dict[str, str]:
+    """Write the IPython start-up file that draws every figure in Chinese too; return the kernels' variables for it.
+
+    Nothing when the book has no ``zh/figure_text.yml``. Fails with the install command when
+    matplotlib has no Chinese font.
+    """
+    table, ext = root / FIGURE_TABLE, root / "_ext"
+    if not (table.is_file() and (ext / "zh_figures.py").is_file()):
+        return {}
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("zh_figures", ext / "zh_figures.py")
+    figures = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(figures)
+    try:
+        figures.add_cjk_fonts()
+    except RuntimeError as err:
+        raise SystemExit(str(err)) from None
+    startup = build_dir / IPYTHON_DIR / "profile_default" / "startup"
+    startup.mkdir(parents=True, exist_ok=True)
+    (startup / "00-zh-figures.py").write_text(figures.startup_script(ext, table), encoding="utf-8")
+    return {"IPYTHONDIR": str(build_dir / IPYTHON_DIR)}
 
 
 def kernel_environment(base: Mapping[str, str]) -> dict[str, str]:
@@ -331,7 +362,7 @@ def jupyter_book_command() -> str:
 
 
 def run_build(root: Path, fresh: bool, log_path: Path, source: Path | None = None,
-              output: Path | None = None) -> int:
+              output: Path | None = None, extra_env: Mapping[str, str] | None = None) -> int:
     """Run jupyter-book on ``source`` (default ``root``), echoing and saving its output; return its exit status.
 
     ``output`` is jupyter-book's ``--path-output`` (default: the source's own ``_build``). The
@@ -343,6 +374,7 @@ def run_build(root: Path, fresh: bool, log_path: Path, source: Path | None = Non
     if fresh:
         command.append("--all")
     env = kernel_environment(os.environ)
+    env.update(extra_env or {})
     env["PYTHONUNBUFFERED"] = "1"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w", encoding="utf-8") as log:
@@ -405,8 +437,9 @@ def main(argv: list[str] | None = None) -> int:
         clear_build(build_dir)
     else:
         (build_dir / STAMP_NAME).unlink(missing_ok=True)  # a build that fails leaves no record
+    figures_env = install_chinese_figures(root, build_dir)
     start = time.perf_counter()
-    status = run_build(root, fresh, log_path)
+    status = run_build(root, fresh, log_path, extra_env=figures_env)
     english = time.perf_counter() - start
     chinese_line = ""
     if status == 0 and (root / ZH / "_config.yml").is_file():
