@@ -332,9 +332,11 @@ def _output_images(doctree: Any) -> Iterator[Any]:
 
 
 def _remove(image: Any) -> None:
-    """Remove ``image``, and the output containers that it leaves empty."""
+    """Remove the cell output that shows ``image``: myst-nb's bundle of its representations (the PNG, and
+    the text that would stand in for it), else the image's branch below the cell's output container."""
     node = image
-    while node.parent is not None and len(node.parent.children) == 1 and "cell_output" not in node.parent.get("classes", []):
+    while (node.parent is not None and node.get("nb_element") != "mime_bundle"
+           and "cell_output" not in node.parent.get("classes", [])):
         node = node.parent
     node.parent.remove(node)
 

@@ -54,18 +54,23 @@ def drawings(build: Path) -> dict[str, list[float]]:
                     continue
                 png = base64.b64decode(output["data"]["image/png"])
                 chunks = figures.text_chunks(png)
-                seconds.append(float(json.loads(chunks[figures.REPORT_KEY]).get("seconds", "nan")))
+                report = json.loads(chunks[figures.REPORT_KEY])
+                if "seconds" not in report:
+                    raise SystemExit(f"{path}: a Chinese drawing without its time; run `make book-fresh` first")
+                seconds.append(float(report["seconds"]))
         found[path.relative_to(build / "jupyter_execute").as_posix()] = seconds
     return found
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--build", type=Path, default=ROOT / "_build", help="the book's build folder")
+    parser.add_argument("--build", type=Path, default=ROOT / "_build",
+                        help="the book's build folder (default: this checkout's _build)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     log = (args.build / "book.log").read_text(encoding="utf-8")
-    executed = {Path(name).resolve().relative_to(ROOT).as_posix(): float(s) for name, s in EXECUTED.findall(log)}
+    book = args.build.resolve().parent  # the notebooks' paths in the log are absolute
+    executed = {Path(name).resolve().relative_to(book).as_posix(): float(s) for name, s in EXECUTED.findall(log)}
     if not executed:
         print(f"{args.build / 'book.log'} records no executed notebook: run `make book-fresh` first", file=sys.stderr)
         return 1

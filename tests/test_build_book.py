@@ -349,6 +349,9 @@ def test_the_chinese_edition_reads_the_english_outputs_and_refuses_to_run_other_
     chunks = figures.text_chunks(chinese_figure)
     assert chunks[figures.EDITION_KEY] == "zh"
     assert chunks[figures.REPLACES_KEY] == hashlib.sha256(english_figure.read_bytes()).hexdigest()
+    # and no text standing in for the other edition's drawing
+    assert "in Chinese&gt;" not in english_page.read_text(encoding="utf-8")
+    assert "&lt;Figure size" not in chinese_page.read_text(encoding="utf-8")
 
     # an English word with no Chinese in the table fails the Chinese edition
     cell = cell.replace("'accuracy'", "'epochs'")

@@ -164,21 +164,30 @@ def test_text_chunks_round_trip_and_leave_a_valid_png(tmp_path):
 
 
 def _page(tmp_path: Path, pngs: list[bytes]) -> tuple[nodes.document, list[str]]:
-    """A page with a cell whose outputs are these PNGs, as myst-nb writes them (a file named by its SHA-256,
-    an image in the cell's output container)."""
+    """A page with a cell whose outputs are these PNGs, as myst-nb writes them: a file named by its
+    SHA-256, and in the cell's output container a bundle of each output's representations (the PNG,
+    and the text that stands in for it where images cannot be shown), from which one is chosen later."""
     from docutils.utils import new_document
 
     doctree = new_document("page")
     output = nodes.container(classes=["cell_output"])
     output += nodes.literal_block("printed", "printed")
     names = []
-    for png in pngs:
+    for index, png in enumerate(pngs):
         name = hashlib.sha256(png).hexdigest() + ".png"
         (tmp_path / name).write_bytes(png)
-        output += nodes.image(uri=name)
+        bundle = nodes.container(nb_element="mime_bundle")
+        bundle += nodes.container("", nodes.image(uri=name), mime_type="image/png")
+        bundle += nodes.container("", nodes.literal_block(f"<figure {index}>", f"<figure {index}>"),
+                                  mime_type="text/plain")
+        output += bundle
         names.append(name)
     doctree += output
     return doctree, names
+
+
+def _texts_left(doctree) -> list[str]:
+    return [block.astext() for block in doctree.findall(nodes.literal_block)]
 
 
 def _app(tmp_path: Path, edition: str) -> SimpleNamespace:
@@ -202,7 +211,8 @@ def test_the_english_edition_drops_the_chinese_drawings(tmp_path, pair):
     doctree, (zh_name, en_name) = _page(tmp_path, [pair[1], pair[0]])
     zh_figures.choose_figures(_app(tmp_path, "en"), doctree)
     assert _images(doctree) == [en_name]
-    assert len(list(doctree.findall(nodes.literal_block))) == 1  # the cell's other outputs stay
+    # the Chinese output went whole (no text left to stand in for it); the cell's other outputs stay
+    assert _texts_left(doctree) == ["printed", "<figure 1>"]
 
 
 def test_the_chinese_edition_shows_the_chinese_drawing_in_place_of_the_english(tmp_path, pair, caplog):
@@ -210,6 +220,7 @@ def test_the_chinese_edition_shows_the_chinese_drawing_in_place_of_the_english(t
     with caplog.at_level(logging.WARNING):
         zh_figures.choose_figures(_app(tmp_path, "zh"), doctree)
     assert _images(doctree) == [zh_name]
+    assert _texts_left(doctree) == ["printed", "<figure 0>"]
     assert not caplog.records
 
 
