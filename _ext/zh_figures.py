@@ -289,8 +289,9 @@ def install(table_path: str | Path, shell: Any = None) -> None:
                 png, _ = chinese_png(obj, table, self.lookup(obj), english)
             except Exception as err:  # noqa: BLE001 - the cell goes on; the Chinese edition reports it
                 png = failed_png(english, err)
+            # published now, so before the English PNG that this call returns
             publish_display_data({"image/png": base64.b64encode(png).decode("ascii"),
-                                  "text/plain": "<the figure above, in Chinese>"},
+                                  "text/plain": "<the next figure, in Chinese>"},
                                  metadata={EDITION_KEY: "zh"})
             return data
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ class GlueTable:
 
     phrases: tuple[tuple[re.Pattern[str], str], ...]
     keep: frozenset[str]
-    texts: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    texts: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], data_words: Iterable[str] = ()) -> GlueTable:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 from hypothesis import settings
 
@@ -25,3 +26,12 @@ def make_tiny_clip(context_length: int = 16, seed: int = 0) -> tuple[CLIP, WordT
                         vision_heads=2, context_length=context_length, transformer_width=16, transformer_heads=2,
                         transformer_layers=1, vocab_size=tokenizer.vocab_size, eot_token_id=tokenizer.eot_id)
     return CLIP(config).eval(), tokenizer
+
+
+@pytest.fixture
+def close_figures():
+    """Close every matplotlib figure the test opened (a module that draws: ``usefixtures("close_figures")``)."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

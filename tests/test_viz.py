@@ -19,10 +19,7 @@ from clip_tutorial.data import MEAN, STD  # noqa: E402
 from clip_tutorial.viz import plots  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 def _uint8(n: int, seed: int = 0) -> torch.Tensor:

@@ -5,7 +5,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -16,10 +15,7 @@ from clip_tutorial.viz import MIN_FONTSIZE, PAGE_WIDTH  # noqa: E402
 from clip_tutorial.viz import encoders as viz_encoders  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 def _image(size: int = 32, seed: int = 0) -> torch.Tensor:

@@ -18,10 +18,7 @@ from clip_tutorial.viz.widgets import search_box, search_figure, text_to_image_s
 from clip_tutorial.evaluation.zeroshot import encode_images, encode_texts  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 @pytest.fixture(scope="module")

@@ -41,10 +41,7 @@ def _print_png(fig, **kwargs) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.fixture(autouse=True)
-def _close_figures():
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 @pytest.fixture(scope="module")
