@@ -217,11 +217,20 @@ def _marked(png: bytes, english_png: bytes, report: dict[str, Any]) -> bytes:
 
 
 def with_text_chunks(png: bytes, chunks: dict[str, str]) -> bytes:
-    """``png`` with a ``tEXt`` chunk per item of ``chunks`` (Latin-1 keys and values) before its end."""
+    """``png`` with a ``tEXt`` chunk per item of ``chunks`` (Latin-1 keys and values) before its end.
+
+    Raises:
+        ValueError: if ``png`` is not a whole PNG, or a key or value is not Latin-1 text.
+    """
+    if not png.startswith(b"\x89PNG\r\n\x1a\n") or b"IEND" not in png:
+        raise ValueError(f"png: expected the bytes of a whole PNG file, got {png[:16]!r}...")
     end = png.rindex(b"IEND") - 4
     extra = b""
     for key, value in chunks.items():
-        body = b"tEXt" + key.encode("latin-1") + b"\0" + value.encode("latin-1")
+        try:
+            body = b"tEXt" + key.encode("latin-1") + b"\0" + value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"chunks: expected Latin-1 keys and values, got {key!r}: {value[:40]!r}") from None
         extra += struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
     return png[:end] + extra + png[end:]
 

@@ -297,3 +297,19 @@ def test_a_text_listed_as_itself_stays_english_and_chinese_beside_mathematics_is
     right.set_title("a crimson square")  # not listed: its unknown word is reported
     _, report = zh_figures.chinese_png(fig, TABLE, _print_png, b"")
     assert report["english"] == ["a crimson square"] and report["math"] == []
+
+
+def test_text_chunks_refuse_what_is_not_a_png_or_not_latin_1():
+    fig, _ = plt.subplots()
+    png = _print_png(fig)
+    with pytest.raises(ValueError, match="png: expected the bytes of a whole PNG"):
+        zh_figures.with_text_chunks(b"GIF89a not a png", {"key": "value"})
+    with pytest.raises(ValueError, match="png: expected the bytes of a whole PNG"):
+        zh_figures.with_text_chunks(png[:100], {"key": "value"})
+    with pytest.raises(ValueError, match="chunks: expected Latin-1"):
+        zh_figures.with_text_chunks(png, {"report": "准确率"})
+
+
+def test_load_module_refuses_a_file_that_is_not_python():
+    with pytest.raises(ValueError, match="relative_path: expected a Python file"):
+        load_module("zh/figure_text.yml", "_not_python")
